@@ -1,0 +1,1 @@
+"""Tools for testing DICOM software: hypothesis strategies, synthetic data, real peers."""
