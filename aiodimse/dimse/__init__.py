@@ -1,0 +1,1 @@
+"""DIMSE-C message layer: command sets, statuses, PDV fragmentation and reassembly."""
