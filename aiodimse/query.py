@@ -1,0 +1,89 @@
+"""Building query identifiers and choosing Query/Retrieve information models."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydicom import Dataset
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.tag import Tag
+
+from . import uids
+
+__all__ = ["MODELS", "model_uid", "parse_key", "to_dataset"]
+
+#: Information model names accepted wherever a ``model=`` argument is taken (PS3.4 C.6).
+MODELS: dict[str, dict[str, str]] = {
+    "patient": {
+        "find": uids.PATIENT_ROOT_QR_FIND,
+        "move": uids.PATIENT_ROOT_QR_MOVE,
+        "get": uids.PATIENT_ROOT_QR_GET,
+    },
+    "study": {
+        "find": uids.STUDY_ROOT_QR_FIND,
+        "move": uids.STUDY_ROOT_QR_MOVE,
+        "get": uids.STUDY_ROOT_QR_GET,
+    },
+    "psonly": {
+        "find": uids.PATIENT_STUDY_ONLY_QR_FIND,
+        "move": uids.PATIENT_STUDY_ONLY_QR_MOVE,
+        "get": uids.PATIENT_STUDY_ONLY_QR_GET,
+    },
+}
+
+
+def model_uid(model: str, service: str) -> str:
+    """The SOP class UID of ``model`` ("patient", "study", "psonly", or a UID) for
+    ``service`` ("find", "move" or "get")."""
+    if uids.is_valid_uid(model):
+        return model
+    try:
+        return MODELS[model.lower()][service]
+    except KeyError:
+        names = ", ".join(sorted(MODELS))
+        raise ValueError(f"unknown query model {model!r}: use one of {names} or a UID") from None
+
+
+def _tag_of(key: str) -> int:
+    """A DICOM keyword or a (gggg,eeee) / ggggeeee tag as an int; ValueError names the key."""
+    text = key.strip()
+    tag = tag_for_keyword(text)
+    if tag is not None:
+        return int(tag)
+    hexed = text.strip("()").replace(",", "").replace(" ", "")
+    if len(hexed) == 8:
+        try:
+            return int(Tag(int(hexed, 16)))
+        except ValueError:
+            pass
+    raise ValueError(f"unknown DICOM keyword or tag {key!r}")
+
+
+def parse_key(spec: str) -> tuple[int, str]:
+    """A DCMTK-style ``-k`` argument: ``Keyword=value``, ``Keyword`` (return key) or
+    ``(0010,0010)=DOE*``. Returns (tag, value)."""
+    key, _, value = spec.partition("=")
+    if not key.strip():
+        raise ValueError(f"empty key in {spec!r}")
+    return _tag_of(key), value
+
+
+def to_dataset(query: Dataset | Mapping[str, Any] | Mapping[int, Any]) -> Dataset:
+    """A query identifier from a Dataset (returned as is) or a mapping of keywords (or tags)
+    to values; None or "" asks for the attribute to be returned (universal matching)."""
+    if isinstance(query, Dataset):
+        return query
+    ds = Dataset()
+    for key, value in query.items():
+        tag = key if isinstance(key, int) else _tag_of(str(key))
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            raise ValueError(f"tag {Tag(tag)} is not in the DICOM dictionary") from None
+        if value is None:
+            value = ""
+        if vr == "SQ" and isinstance(value, (list, tuple)):
+            value = [to_dataset(v) for v in value]
+        ds.add_new(tag, vr, value if value != "" or vr != "SQ" else [])
+    return ds

@@ -1,0 +1,753 @@
+"""C-GET and C-MOVE, both sides, on one event loop (PS3.4 C.4.2-C.4.3, PS3.7 9.1.3-9.1.4).
+
+SCU: ``assoc.get(query)`` receives the C-STORE sub-operations on the same association
+(SCP role negotiated through role selection); ``assoc.move(query, destination, receive=scp)``
+has them sent to a :class:`~aiodimse.storage.StorageServer` running on the same loop and
+returns when the final response is in *and* every completed instance is stored, matching
+instances to the move by Move Originator AE Title / Message ID (0000,1030)/(0000,1031).
+
+SCP: the handler's ``on_get`` / ``on_move`` says which instances; this module runs the
+sub-operations with honest pending counts, honours C-CANCEL, and ends with the Failed SOP
+Instance UID List when anything failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydicom import Dataset
+
+from . import uids
+from .dicomfile import NotDicomError, decode_dataset, encode_dataset, read_part10
+from .dimse.commands import CGetRQ, CGetRSP, CMoveRQ, CMoveRSP, Message, Priority
+from .dimse.status import (
+    CANCEL,
+    PENDING,
+    SUCCESS,
+    StatusCategory,
+    StatusInfo,
+    is_pending,
+    status_info,
+)
+from .errors import AiodimseError, NegotiationError, StatusError
+from .link import MemoryTarget, _Incoming, _Outgoing
+from .query import model_uid, to_dataset
+from .scp import RetrieveRequest, StoreRequest
+from .storage import StoredInstance
+from .ul.negotiation import ContextRequest
+
+if TYPE_CHECKING:
+    from .association import Association
+    from .storage import Sink, StorageServer
+
+__all__ = ["Progress", "Retrieval", "RetrieveResult", "serve_retrieve"]
+
+log = logging.getLogger("aiodimse.retrieve")
+
+MOVE_DESTINATION_UNKNOWN = 0xA801
+UNABLE_TO_PERFORM_SUBOPERATIONS = 0xA702
+SUBOPERATIONS_COMPLETE_WITH_FAILURES = 0xB000
+IDENTIFIER_DOES_NOT_MATCH = 0xA900
+UNABLE_TO_PROCESS = 0xC001
+#: Failed SOP Instance UID List (0008,0058), in the final response's identifier.
+FAILED_SOP_INSTANCE_UID_LIST = 0x00080058
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """The sub-operation counts of one C-GET/C-MOVE response."""
+
+    status: StatusInfo
+    remaining: int | None
+    completed: int
+    failed: int
+    warning: int
+
+
+@dataclass
+class RetrieveResult:
+    """How a C-GET or C-MOVE ended."""
+
+    status: StatusInfo
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    remaining: int | None = None
+    failed_instances: list[str] = field(default_factory=list)
+    #: Instances received for this retrieval (C-GET always; C-MOVE with ``receive=``).
+    instances: list[StoredInstance] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Success, with every sub-operation completed."""
+        return self.status.category is StatusCategory.SUCCESS and not self.failed
+
+    def __str__(self) -> str:
+        return (
+            f"{self.status}: {self.completed} completed, {self.failed} failed, "
+            f"{self.warning} warning"
+        )
+
+
+def _counts(message: Message) -> tuple[int | None, int, int, int]:
+    return (
+        getattr(message, "number_of_remaining_suboperations", None),
+        getattr(message, "number_of_completed_suboperations", None) or 0,
+        getattr(message, "number_of_failed_suboperations", None) or 0,
+        getattr(message, "number_of_warning_suboperations", None) or 0,
+    )
+
+
+class _MemoryWriter:
+    """Keeps a received instance in memory (C-GET without a sink)."""
+
+    __slots__ = ("_target", "data")
+
+    def __init__(self) -> None:
+        self._target = MemoryTarget()
+        self.data: bytes | None = None
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._target.write(data)
+
+    async def commit(self) -> int | None:
+        self.data = self._target.getvalue()
+        self._target.discard()
+        return None
+
+    def discard(self) -> None:
+        self._target.discard()
+
+
+class _GetReceiver:
+    """Takes the C-STORE sub-operations of the C-GET in progress on an association."""
+
+    def __init__(self, sink: Sink | None) -> None:
+        self.sink = sink
+        self.queue: asyncio.Queue[StoredInstance | None] = asyncio.Queue()
+        self.instances: list[StoredInstance] = []
+
+    def open_store(self, request: StoreRequest) -> Any:
+        if self.sink is not None:
+            return self.sink.open(request)
+        return _MemoryWriter()
+
+    async def stored(self, request: StoreRequest, status: int, writer: object) -> None:
+        if status != SUCCESS and not 0xB000 <= status <= 0xBFFF:
+            return
+        path = getattr(writer, "final", None)
+        instance = StoredInstance(
+            sop_class_uid=request.sop_class_uid,
+            sop_instance_uid=request.sop_instance_uid,
+            transfer_syntax=request.transfer_syntax,
+            calling_ae=request.calling_ae,
+            path=path if isinstance(path, Path) else None,
+            data=getattr(writer, "data", None),
+            association_id=request.association.id,
+        )
+        self.instances.append(instance)
+        self.queue.put_nowait(instance)
+
+
+class Retrieval:
+    """A C-GET or C-MOVE in progress: ``await`` it for the :class:`RetrieveResult`, or
+    ``async for`` over it for what arrives (C-GET: each received instance; C-MOVE: each
+    :class:`Progress`). Closing it early (``aclose()``, leaving ``async with``, or the task
+    being cancelled) sends C-CANCEL-RQ; the result then has the Cancel status and the counts
+    so far."""
+
+    def __init__(
+        self,
+        assoc: Association,
+        service: str,
+        run: Callable[[Retrieval], Any],
+    ) -> None:
+        self._assoc = assoc
+        self.service = service
+        self._run = run
+        self._task: asyncio.Task[RetrieveResult] | None = None
+        self._items: asyncio.Queue[Any] = asyncio.Queue()
+        self._op: _Outgoing | None = None
+        self._cancel_sent = False
+        self.progress: Progress | None = None
+        self.result: RetrieveResult | None = None
+
+    def _start(self) -> asyncio.Task[RetrieveResult]:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(self))
+            self._task.add_done_callback(lambda _t: self._items.put_nowait(_END))
+        return self._task
+
+    def __await__(self) -> Generator[Any, None, RetrieveResult]:
+        return self._wait().__await__()
+
+    async def _wait(self) -> RetrieveResult:
+        task = self._start()
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                await asyncio.shield(self._cancel_and_wait())
+            raise
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        task = self._start()
+        try:
+            while True:
+                item = await self._items.get()
+                if item is _END:
+                    break
+                yield item
+            await task  # re-raise what ended it
+        finally:
+            if not task.done():
+                await asyncio.shield(self._cancel_and_wait())
+
+    async def __aenter__(self) -> Retrieval:
+        self._start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        task = self._start()
+        if not task.done():
+            await self._cancel_and_wait()
+
+    async def aclose(self) -> RetrieveResult | None:
+        """Cancel (C-CANCEL-RQ) and wait for the final response."""
+        if self._task is None:
+            return None
+        if not self._task.done():
+            await self._cancel_and_wait()
+        return self.result
+
+    async def _cancel_and_wait(self) -> None:
+        task = self._start()
+        if self._op is not None and not self._cancel_sent:
+            self._cancel_sent = True
+            try:
+                await self._assoc.cancel(self._op)
+            except AiodimseError as exc:
+                log.debug("C-CANCEL not sent: %s", exc)
+        try:
+            await task
+        except (AiodimseError, asyncio.CancelledError):
+            pass
+
+    def _emit(self, item: Any) -> None:
+        self._items.put_nowait(item)
+
+
+_END = object()
+
+
+async def _drive(
+    retrieval: Retrieval,
+    start: Callable[[], Any],
+    on_progress: Callable[[Progress], Any] | None,
+    emit_progress: bool,
+) -> tuple[RetrieveResult, Message]:
+    """Send the request and read responses until the final one."""
+    assoc = retrieval._assoc
+    op: _Outgoing = await start()
+    retrieval._op = op
+    service = retrieval.service
+    while True:
+        message, data = await assoc._response(op)
+        code = int(getattr(message, "status", 0))
+        remaining, completed, failed, warning = _counts(message)
+        info = status_info(code, service)
+        if is_pending(code):
+            progress = Progress(info, remaining, completed, failed, warning)
+            retrieval.progress = progress
+            if on_progress is not None:
+                on_progress(progress)
+            if emit_progress:
+                retrieval._emit(progress)
+            continue
+        result = RetrieveResult(info, completed, failed, warning, remaining)
+        if data:
+            assert op.context.transfer_syntax is not None
+            try:
+                ident = decode_dataset(data, op.context.transfer_syntax)
+                failed_uids = ident.get("FailedSOPInstanceUIDList", [])
+                if isinstance(failed_uids, str):
+                    failed_uids = [failed_uids]
+                result.failed_instances = [str(u) for u in failed_uids if u]
+            except Exception as exc:  # a broken identifier must not hide the result
+                log.warning("cannot read the final %s identifier: %s", service, exc)
+        retrieval.result = result
+        return result, message
+
+
+def _raise_on_failure(result: RetrieveResult, message: Message, service: str) -> None:
+    if result.status.category is StatusCategory.FAILURE:
+        detail = getattr(message, "error_comment", None) or str(result)
+        raise StatusError(result.status.code, result.status.name, detail, service)
+
+
+# ---------------------------------------------------------------------------------------
+# SCU
+
+
+def get(
+    assoc: Association,
+    query: Dataset | Mapping[str, Any],
+    *,
+    model: str = "study",
+    sink: Sink | None = None,
+    priority: int = Priority.MEDIUM,
+    on_progress: Callable[[Progress], Any] | None = None,
+    check: bool = True,
+) -> Retrieval:
+    """C-GET: the instances arrive as C-STORE sub-operations on this same association.
+
+    Each is written to ``sink`` (e.g. a DirectorySink) or kept in memory
+    (``StoredInstance.data``). The association must have been negotiated with the SCP role
+    for the storage classes (``contexts=aiodimse.contexts.for_get()``).
+    """
+    sop_class = model_uid(model, "get")
+    identifier = to_dataset(query)
+    context = assoc.context_for(sop_class)
+    if not any(c.scp and c.accepted for c in assoc.negotiated.contexts):  # type: ignore[union-attr]
+        raise NegotiationError(
+            "C-GET needs the SCP role for storage classes, and the peer granted it for none"
+            " (propose it with contexts=aiodimse.contexts.for_get())"
+        )
+
+    async def run(retrieval: Retrieval) -> RetrieveResult:
+        receiver = _GetReceiver(sink)
+        async with assoc._get_lock:
+            assoc._get_receiver = receiver
+
+            async def forward() -> None:
+                while (item := await receiver.queue.get()) is not None:
+                    retrieval._emit(item)
+
+            forwarder = asyncio.get_running_loop().create_task(forward())
+
+            async def start() -> _Outgoing:
+                assert context.transfer_syntax is not None
+                return await assoc._invoke(
+                    context,
+                    lambda mid: CGetRQ(
+                        message_id=mid, affected_sop_class_uid=sop_class, priority=priority
+                    ),
+                    encode_dataset(identifier, context.transfer_syntax),
+                )
+
+            try:
+                result, message = await _drive(retrieval, start, on_progress, False)
+            finally:
+                # Stores already committed are in the queue; let them out, then stop.
+                receiver.queue.put_nowait(None)
+                await forwarder
+                assoc._get_receiver = None
+        result.instances = receiver.instances
+        log.info("C-GET from %s: %s", assoc.peer_ae, result)
+        if check:
+            _raise_on_failure(result, message, "C-GET")
+        return result
+
+    return Retrieval(assoc, "C-GET", run)
+
+
+def move(
+    assoc: Association,
+    query: Dataset | Mapping[str, Any],
+    destination: str,
+    *,
+    model: str = "study",
+    receive: StorageServer | None = None,
+    priority: int = Priority.MEDIUM,
+    on_progress: Callable[[Progress], Any] | None = None,
+    check: bool = True,
+    arrival_timeout: float = 30.0,
+) -> Retrieval:
+    """C-MOVE to ``destination``. With ``receive=`` (a StorageServer on this loop that the
+    SCP knows as ``destination``), the result lists the instances it received for this
+    move, and the call returns only once every completed sub-operation has been stored."""
+    if not destination.strip() or len(destination) > 16:
+        raise ValueError(f"move destination {destination!r} must be 1 to 16 characters")
+    sop_class = model_uid(model, "move")
+    identifier = to_dataset(query)
+    context = assoc.context_for(sop_class)
+
+    async def run(retrieval: Retrieval) -> RetrieveResult:
+        tracker: _MoveTracker | None = None
+
+        async def start() -> _Outgoing:
+            nonlocal tracker
+
+            def register(mid: int) -> None:
+                nonlocal tracker
+                if receive is not None:
+                    tracker = _MoveTracker.register(receive, assoc.local_ae, mid)
+
+            assert context.transfer_syntax is not None
+            return await assoc._invoke(
+                context,
+                lambda mid: CMoveRQ(
+                    message_id=mid,
+                    affected_sop_class_uid=sop_class,
+                    move_destination=destination,
+                    priority=priority,
+                ),
+                encode_dataset(identifier, context.transfer_syntax),
+                on_message_id=register,
+            )
+
+        try:
+            result, message = await _drive(retrieval, start, on_progress, True)
+            if tracker is not None:
+                expected = result.completed + result.warning
+                await tracker.wait_for(expected, arrival_timeout)
+                result.instances = list(tracker.instances)
+        finally:
+            if tracker is not None:
+                tracker.unregister()
+        log.info("C-MOVE to %s via %s: %s", destination, assoc.peer_ae, result)
+        if check:
+            _raise_on_failure(result, message, "C-MOVE")
+        return result
+
+    return Retrieval(assoc, "C-MOVE", run)
+
+
+class _MoveTracker:
+    """Collects, on a StorageServer, the instances that belong to one C-MOVE."""
+
+    def __init__(self, server: StorageServer, ae: str, message_id: int) -> None:
+        self.server = server
+        self.key = (ae.strip(), message_id)
+        self.instances: list[StoredInstance] = []
+        self._changed = asyncio.Event()
+
+    @classmethod
+    def register(cls, server: StorageServer, ae: str, message_id: int) -> _MoveTracker:
+        tracker = cls(server, ae, message_id)
+        registry = _registry(server)
+        registry[tracker.key] = tracker
+        return tracker
+
+    def unregister(self) -> None:
+        registry = _registry(self.server)
+        if registry.get(self.key) is self:
+            del registry[self.key]
+
+    def add(self, instance: StoredInstance) -> None:
+        self.instances.append(instance)
+        self._changed.set()
+
+    async def wait_for(self, count: int, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(self.instances) < count:
+            self._changed.clear()
+            left = deadline - loop.time()
+            if left <= 0:
+                log.warning(
+                    "C-MOVE reported %d completed sub-operations but %d arrived here",
+                    count,
+                    len(self.instances),
+                )
+                return
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except TimeoutError:
+                pass
+
+
+def _registry(server: StorageServer) -> dict[tuple[str, int], _MoveTracker]:
+    registry: dict[tuple[str, int], _MoveTracker] | None = getattr(server, "_move_trackers", None)
+    if registry is None:
+        registry = {}
+        server._move_trackers = registry  # type: ignore[attr-defined]
+
+        def route(instance: StoredInstance) -> None:
+            ae = (instance.move_originator_ae_title or "").strip()
+            mid = instance.move_originator_message_id
+            tracker = registry.get((ae, mid)) if mid is not None else None
+            if tracker is None and mid is None and len(registry) == 1:
+                # The SCP did not say which move this is for; with one move in flight,
+                # it can only be that one.
+                tracker = next(iter(registry.values()))
+            if tracker is not None:
+                tracker.add(instance)
+
+        server.add_listener(route)
+    return registry
+
+
+# ---------------------------------------------------------------------------------------
+# SCP
+
+
+async def serve_retrieve(assoc: Association, inc: _Incoming, message: CGetRQ | CMoveRQ) -> None:
+    """Perform a C-GET or C-MOVE request with the handler's ``on_get`` / ``on_move``."""
+    is_move = isinstance(message, CMoveRQ)
+    service = "C-MOVE" if is_move else "C-GET"
+    rsp_type: type[CGetRSP] | type[CMoveRSP] = CMoveRSP if is_move else CGetRSP
+    context = inc.context
+    target = inc.target
+    inc.target = None
+    data = target.getvalue() if isinstance(target, MemoryTarget) else None
+
+    async def respond(
+        status: int,
+        remaining: int | None,
+        completed: int,
+        failed: int,
+        warning: int,
+        failed_uids: Sequence[str] = (),
+        comment: str | None = None,
+    ) -> None:
+        identifier: bytes | None = None
+        if failed_uids and not is_pending(status):
+            ds = Dataset()
+            ds.FailedSOPInstanceUIDList = list(failed_uids)
+            assert context.transfer_syntax is not None
+            identifier = encode_dataset(ds, context.transfer_syntax)
+        final = not is_pending(status)
+        await assoc.send_message(
+            context.context_id,
+            rsp_type(
+                message_id_being_responded_to=message.message_id,
+                affected_sop_class_uid=message.affected_sop_class_uid,
+                status=status,
+                number_of_remaining_suboperations=remaining if not final or remaining else None,
+                number_of_completed_suboperations=completed,
+                number_of_failed_suboperations=failed,
+                number_of_warning_suboperations=warning,
+                has_dataset=identifier is not None,
+                error_comment=comment,
+            ),
+            identifier,
+        )
+
+    handler_name = "on_move" if is_move else "on_get"
+    handler = getattr(assoc.handler, handler_name, None)
+    if not callable(handler):
+        await respond(0x0122, None, 0, 0, 0, comment=f"this SCP does not support {service}")
+        return
+    try:
+        identifier = assoc.decode_identifier(data, context)
+    except Exception as exc:
+        await respond(IDENTIFIER_DOES_NOT_MATCH, None, 0, 0, 0, comment=str(exc)[:64])
+        return
+
+    destination_address: tuple[str, int] | None = None
+    if is_move:
+        assert isinstance(message, CMoveRQ)
+        destination_address = _resolve_destination(assoc, message.move_destination)
+        if destination_address is None:
+            log.warning(
+                "#%d C-MOVE to unknown destination %r from %s",
+                assoc.id,
+                message.move_destination,
+                assoc.peer_ae,
+            )
+            await respond(
+                MOVE_DESTINATION_UNKNOWN,
+                None,
+                0,
+                0,
+                0,
+                comment=f"unknown destination {message.move_destination[:40]}",
+            )
+            return
+
+    request = RetrieveRequest(
+        assoc,
+        context,
+        message,
+        inc,
+        identifier,
+        message.move_destination if isinstance(message, CMoveRQ) else None,
+    )
+    try:
+        found = await _collect(handler(request))
+    except StatusError as exc:
+        await respond(exc.status, None, 0, 0, 0, comment=exc.detail or None)
+        return
+    except AiodimseError:
+        raise
+    except Exception as exc:
+        log.exception("#%d %s handler failed", assoc.id, service)
+        await respond(UNABLE_TO_PROCESS, None, 0, 0, 0, comment=f"{exc}"[:64])
+        return
+
+    total = len(found)
+    log.info(
+        "#%d %s from %s: %d instance(s)%s",
+        assoc.id,
+        service,
+        assoc.peer_ae,
+        total,
+        f" to {message.move_destination}" if isinstance(message, CMoveRQ) else "",
+    )
+    completed = failed = warning = 0
+    failed_uids: list[str] = []
+
+    sub: Association | None = None
+    if total and isinstance(message, CMoveRQ):
+        assert destination_address is not None
+        try:
+            sub = await _open_destination(
+                assoc, message.move_destination, destination_address, found
+            )
+        except AiodimseError as exc:
+            log.warning("#%d cannot reach move destination: %s", assoc.id, exc)
+            uids_all = [_uid_of(item) for item in found]
+            await respond(
+                UNABLE_TO_PERFORM_SUBOPERATIONS,
+                0,
+                0,
+                total,
+                0,
+                [u for u in uids_all if u],
+                comment=str(exc)[:64],
+            )
+            return
+    storer: Association = sub if sub is not None else assoc
+    originator = (assoc.peer_ae, message.message_id) if is_move else None
+    cancelled = False
+    try:
+        for index, item in enumerate(found):
+            if inc.cancelled.is_set():
+                cancelled = True
+                break
+            try:
+                status = await storer.store(item, move_originator=originator, check=False)
+            except (NegotiationError, NotDicomError, OSError) as exc:
+                log.warning("#%d %s sub-operation failed: %s", assoc.id, service, exc)
+                failed += 1
+                uid = _uid_of(item)
+                if uid:
+                    failed_uids.append(uid)
+            except StatusError as exc:  # pragma: no cover - check=False
+                log.warning("#%d %s sub-operation: %s", assoc.id, service, exc)
+                failed += 1
+            except AiodimseError as exc:
+                if storer is assoc:
+                    raise  # our own association is gone: nothing more can be sent
+                log.warning("#%d %s destination lost: %s", assoc.id, service, exc)
+                for rest in found[index:]:
+                    failed += 1
+                    uid = _uid_of(rest)
+                    if uid:
+                        failed_uids.append(uid)
+                break
+            else:
+                if status.category is StatusCategory.SUCCESS:
+                    completed += 1
+                elif status.category is StatusCategory.WARNING:
+                    warning += 1
+                else:
+                    failed += 1
+                    uid = _uid_of(item)
+                    if uid:
+                        failed_uids.append(uid)
+            remaining = total - completed - failed - warning
+            if remaining and not inc.cancelled.is_set():
+                await respond(PENDING, remaining, completed, failed, warning)
+    finally:
+        if sub is not None:
+            try:
+                await sub.release()
+            except AiodimseError:
+                pass
+    remaining = total - completed - failed - warning
+    if cancelled:
+        # PS3.4 C.4.2.1.4: a cancelled retrieve answers FE00 with the counts so far.
+        await respond(CANCEL, remaining, completed, failed, warning, failed_uids)
+    elif failed or warning:
+        await respond(
+            SUBOPERATIONS_COMPLETE_WITH_FAILURES, 0, completed, failed, warning, failed_uids
+        )
+    else:
+        await respond(SUCCESS, 0, completed, failed, warning)
+
+
+def _resolve_destination(assoc: Association, ae: str) -> tuple[str, int] | None:
+    resolver = getattr(assoc.handler, "resolve_destination", None)
+    if callable(resolver):
+        found = resolver(ae)
+        if found is not None:
+            return (str(found[0]), int(found[1]))
+    server = getattr(assoc, "server", None)
+    table: Mapping[str, tuple[str, int]] = getattr(server, "destinations", {}) or {}
+    key = ae.strip()
+    for name, address in table.items():
+        if name.strip() == key:
+            return address
+    return None
+
+
+async def _collect(result: Any) -> list[Any]:
+    from .scp import _aiter
+
+    return [item async for item in _aiter(result)]
+
+
+def _uid_of(item: Any) -> str | None:
+    if isinstance(item, Dataset):
+        return str(item.get("SOPInstanceUID", "")) or None
+    try:
+        return read_part10(item).sop_instance_uid
+    except (NotDicomError, OSError):
+        return None
+
+
+def _describe(item: Any) -> tuple[str, str] | None:
+    """(SOP class, transfer syntax) of a file or dataset to send, None if unreadable."""
+    if isinstance(item, Dataset):
+        meta = getattr(item, "file_meta", None)
+        ts = str(meta.TransferSyntaxUID) if meta and "TransferSyntaxUID" in meta else None
+        return str(item.SOPClassUID), ts or uids.EXPLICIT_VR_LITTLE_ENDIAN
+    try:
+        info = read_part10(os.fspath(item))
+    except (NotDicomError, OSError):
+        return None
+    return info.sop_class_uid, info.transfer_syntax_uid
+
+
+async def _open_destination(
+    assoc: Association, ae: str, address: tuple[str, int], items: Sequence[Any]
+) -> Association:
+    """The sub-association to a C-MOVE destination, proposing what the items need."""
+    from .association import connect
+    from .contexts import STORAGE_TRANSFER_SYNTAXES
+
+    wanted: dict[tuple[str, tuple[str, ...]], None] = {}
+    for item in items:
+        described = _describe(item)
+        if described is None:
+            continue
+        sop_class, ts = described
+        if ts in STORAGE_TRANSFER_SYNTAXES:
+            wanted[(sop_class, STORAGE_TRANSFER_SYNTAXES)] = None
+        else:
+            wanted[(sop_class, (ts,))] = None
+            wanted[(sop_class, STORAGE_TRANSFER_SYNTAXES)] = None
+    contexts = [ContextRequest(c, ts) for c, ts in wanted][:128]
+    if not contexts:
+        contexts = [ContextRequest(uids.VERIFICATION_SOP_CLASS)]
+    server = getattr(assoc, "server", None)
+    return await connect(
+        address[0],
+        address[1],
+        calling_ae=assoc.local_ae,
+        called_ae=ae.strip(),
+        contexts=contexts,
+        timeouts=assoc.timeouts,
+        ssl=getattr(server, "ssl", None) if getattr(server, "move_over_tls", False) else None,
+    )

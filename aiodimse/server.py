@@ -1,0 +1,327 @@
+"""The acceptor: a server that negotiates associations and hands requests to a handler.
+
+Every association is a task on the one event loop; a slow handler on one association
+never stops another from being served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import ssl as _ssl
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from . import uids
+from .association import Association
+from .link import DEFAULT_MAX_IN_MEMORY, DEFAULT_MAX_PDU, Timeouts, _Protocol
+from .pdu import AAssociateRQ, UserIdentityRQ
+from .ul.negotiation import (
+    LOCAL_LIMIT_EXCEEDED,
+    NO_REASON_GIVEN,
+    AcceptorPolicy,
+    Rejection,
+    negotiate,
+)
+
+__all__ = ["Server", "serve"]
+
+log = logging.getLogger("aiodimse.server")
+
+#: What the SCP prefers for the Verification and Q/R classes (explicit VR LE first).
+QUERY_TRANSFER_SYNTAXES: tuple[str, ...] = (
+    uids.EXPLICIT_VR_LITTLE_ENDIAN,
+    uids.IMPLICIT_VR_LITTLE_ENDIAN,
+    uids.EXPLICIT_VR_BIG_ENDIAN,
+    uids.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+)
+#: What a storage SCP accepts: everything it can write as received (it never decodes the
+#: data set), uncompressed first.
+STORAGE_TRANSFER_SYNTAXES: tuple[str, ...] = QUERY_TRANSFER_SYNTAXES + tuple(
+    uid for uid, ts in uids.TRANSFER_SYNTAXES.items() if ts.is_encapsulated
+)
+
+UserIdentityCheck = Callable[[UserIdentityRQ, Association], "Awaitable[bool | bytes | None]"]
+
+
+class _ServerAssociation(Association):
+    server: Server
+
+    async def _answer_association(self, rq: AAssociateRQ) -> None:
+        await self.server._answer(self, rq)
+
+    def _on_closed(self) -> None:
+        self.server._forget(self)
+
+
+class Server:
+    """A DICOM SCP listening on ``host:port``.
+
+    ``handler`` is a plain object with the ``on_*`` methods of the services it offers (see
+    :mod:`aiodimse.scp`); Verification is always offered. The policy arguments decide which
+    associations are accepted: ``check_called_ae`` refuses a called AE title other than
+    ``ae_title``, ``allowed_calling`` lists the calling AE titles let in (None = anyone),
+    ``max_associations`` bounds concurrent associations (the rest are refused as
+    "local-limit-exceeded"), ``user_identity`` (or ``handler.on_user_identity``) checks
+    PS3.7 D.3.3.7 credentials and may refuse them. ``destinations`` maps C-MOVE destination
+    AE titles to (host, port).
+    """
+
+    def __init__(
+        self,
+        handler: object | None = None,
+        host: str = "0.0.0.0",
+        port: int = 11112,
+        *,
+        ae_title: str = "AIODIMSE",
+        check_called_ae: bool = False,
+        allowed_calling: Iterable[str] | None = None,
+        max_associations: int = 100,
+        max_pdu: int = DEFAULT_MAX_PDU,
+        max_in_memory: int = DEFAULT_MAX_IN_MEMORY,
+        timeouts: Timeouts | None = None,
+        ssl: _ssl.SSLContext | None = None,
+        storage_classes: Iterable[str] | None = None,
+        accept_unknown_storage: bool = True,
+        storage_transfer_syntaxes: Sequence[str] = STORAGE_TRANSFER_SYNTAXES,
+        query_transfer_syntaxes: Sequence[str] = QUERY_TRANSFER_SYNTAXES,
+        async_window: tuple[int, int] | None = None,
+        destinations: Mapping[str, tuple[str, int]] | None = None,
+        user_identity: UserIdentityCheck | None = None,
+        backlog: int = 128,
+    ) -> None:
+        if not ae_title.strip() or len(ae_title) > 16:
+            raise ValueError(f"ae_title {ae_title!r} must be 1 to 16 characters")
+        self.handler = handler
+        self.host = host
+        self._port = port
+        self.ae_title = ae_title
+        self.check_called_ae = check_called_ae
+        self.allowed_calling = frozenset(allowed_calling) if allowed_calling is not None else None
+        self.max_associations = max_associations
+        self.max_pdu = max_pdu
+        self.max_in_memory = max_in_memory
+        self.timeouts = timeouts or Timeouts(idle=300.0)
+        self.ssl = ssl
+        self.storage_classes = (
+            frozenset(storage_classes)
+            if storage_classes is not None
+            else frozenset(uids.STORAGE_SOP_CLASSES.values())
+        )
+        self.accept_unknown_storage = accept_unknown_storage
+        self.storage_transfer_syntaxes = tuple(storage_transfer_syntaxes)
+        self.query_transfer_syntaxes = tuple(query_transfer_syntaxes)
+        self.async_window = async_window
+        self.destinations: dict[str, tuple[str, int]] = dict(destinations or {})
+        self.user_identity = user_identity
+        self.backlog = backlog
+        self.associations: set[Association] = set()
+        self._server: asyncio.Server | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the real one when constructed with port 0)."""
+        if self._server is not None and self._server.sockets:
+            return int(self._server.sockets[0].getsockname()[1])
+        return self._port
+
+    @property
+    def is_serving(self) -> bool:
+        return self._server is not None and self._server.is_serving()
+
+    async def start(self) -> Server:
+        """Start listening. Returns self, so ``server = await Server(...).start()`` works."""
+        if self._server is not None:
+            return self
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._new_connection,
+            self.host,
+            self._port,
+            ssl=self.ssl,
+            backlog=self.backlog,
+            reuse_address=True,
+        )
+        log.info(
+            "%s listening on %s:%d%s",
+            self.ae_title,
+            self.host,
+            self.port,
+            " (TLS)" if self.ssl else "",
+        )
+        return self
+
+    def close(self) -> None:
+        """Stop listening and abort the associations in progress."""
+        if self._server is not None:
+            self._server.close()
+        for assoc in list(self.associations):
+            assoc._abort_now("server shutting down")
+
+    async def wait_closed(self) -> None:
+        """Wait until the listener and every association are closed."""
+        if self._server is not None:
+            self._server.close()
+        await self._idle.wait()
+
+    async def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop listening, give running associations ``timeout`` seconds, then abort them."""
+        if self._server is not None:
+            self._server.close()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            self.close()
+            await self._idle.wait()
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        assert self._server is not None
+        try:
+            await self._server.serve_forever()
+        finally:
+            self.close()
+            await self.wait_closed()
+
+    async def __aenter__(self) -> Server:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+        await self.wait_closed()
+
+    # -- associations ----------------------------------------------------------------------
+
+    def _new_connection(self) -> _Protocol:
+        assoc = _ServerAssociation(
+            local_ae=self.ae_title,
+            timeouts=self.timeouts,
+            max_pdu=self.max_pdu,
+            max_in_memory=self.max_in_memory,
+        )
+        assoc.server = self
+        assoc.handler = self.handler
+        self.associations.add(assoc)
+        self._idle.clear()
+        return _Protocol(assoc)
+
+    def _forget(self, assoc: Association) -> None:
+        self.associations.discard(assoc)
+        if not self.associations:
+            self._idle.set()
+
+    def policy(self, rq: AAssociateRQ) -> AcceptorPolicy:
+        """The acceptor policy for this request: what the handler can do, in our order."""
+        handler = self.handler
+        query_ts = self.query_transfer_syntaxes
+        supported: dict[str, Sequence[str]] = {uids.VERIFICATION_SOP_CLASS: query_ts}
+        scu_roles: dict[str, Sequence[str]] = {}
+        stores = _has(handler, "on_store") or _has(handler, "open_store")
+        if stores:
+            for uid in self.storage_classes:
+                supported[uid] = self.storage_transfer_syntaxes
+        if _has(handler, "on_find"):
+            for model in (
+                uids.PATIENT_ROOT_QR_FIND,
+                uids.STUDY_ROOT_QR_FIND,
+                uids.PATIENT_STUDY_ONLY_QR_FIND,
+            ):
+                supported[model] = query_ts
+        if _has(handler, "on_move"):
+            for model in uids.MOVE_SOP_CLASSES:
+                supported[model] = query_ts
+        if _has(handler, "on_get"):
+            for model in uids.GET_SOP_CLASSES:
+                supported[model] = query_ts
+            # C-GET: the requestor proposes the SCP role for the storage classes it wants
+            # to receive; we play their SCU.
+            for uid in self.storage_classes:
+                scu_roles[uid] = self.storage_transfer_syntaxes
+        known = set(supported) | set(scu_roles) | set(uids.QUERY_RETRIEVE_SOP_CLASSES.values())
+        if self.accept_unknown_storage:
+            for ctx in rq.presentation_contexts:
+                if ctx.abstract_syntax in known:
+                    continue
+                if stores:
+                    supported[ctx.abstract_syntax] = self.storage_transfer_syntaxes
+                if _has(handler, "on_get"):
+                    scu_roles[ctx.abstract_syntax] = self.storage_transfer_syntaxes
+        return AcceptorPolicy(
+            supported=supported,
+            ae_title=self.ae_title if self.check_called_ae else None,
+            allowed_calling=self.allowed_calling,
+            scu_roles=scu_roles,
+            max_pdu=self.max_pdu,
+            implementation_class_uid=uids.IMPLEMENTATION_CLASS_UID,
+            implementation_version_name=uids.IMPLEMENTATION_VERSION_NAME,
+            async_window=self.async_window,
+        )
+
+    async def _answer(self, assoc: _ServerAssociation, rq: AAssociateRQ) -> None:
+        where = f"{assoc.peer_address[0]}:{assoc.peer_address[1]}" if assoc.peer_address else "?"
+        established = sum(1 for a in self.associations if a.negotiated is not None)
+        rejection: Rejection | None = None
+        identity_response: bytes | None = None
+        if established >= self.max_associations:
+            rejection = LOCAL_LIMIT_EXCEEDED
+        identity = rq.user_information.user_identity if rq.user_information else None
+        check = self.user_identity or _method(self.handler, "on_user_identity")
+        if rejection is None and identity is not None and check is not None:
+            try:
+                verdict = check(identity, assoc)
+                if inspect.isawaitable(verdict):
+                    verdict = await verdict
+            except Exception:
+                log.exception("#%d user identity check failed", assoc.id)
+                verdict = False
+            if verdict is False or verdict is None:
+                # PS3.7 D.3.3.7: identity not accepted -> A-ASSOCIATE-RJ.
+                rejection = NO_REASON_GIVEN
+            elif isinstance(verdict, bytes):
+                identity_response = verdict
+        outcome = (
+            rejection
+            if rejection is not None
+            else negotiate(rq, self.policy(rq), user_identity_response=identity_response)
+        )
+        if isinstance(outcome, Rejection):
+            log.info(
+                "#%d refused association %s -> %s from %s: %s",
+                assoc.id,
+                rq.calling_ae_title,
+                rq.called_ae_title,
+                where,
+                outcome.pdu().reason_name,
+            )
+            assoc._reject(rq, outcome.pdu())
+            return
+        ac, negotiated = outcome
+        log.info(
+            "#%d accepted association %s -> %s from %s (%d of %d contexts)",
+            assoc.id,
+            rq.calling_ae_title,
+            rq.called_ae_title,
+            where,
+            len(negotiated.accepted),
+            len(negotiated.contexts),
+        )
+        assoc._accept(ac, negotiated)
+
+
+def _has(obj: object, name: str) -> bool:
+    return callable(getattr(obj, name, None))
+
+
+def _method(obj: object, name: str) -> Any:
+    m = getattr(obj, name, None)
+    return m if callable(m) else None
+
+
+async def serve(handler: object | None, host: str, port: int, **options: Any) -> Server:
+    """Start a :class:`Server` and return it (``close()`` / ``wait_closed()`` to stop)."""
+    return await Server(handler, host, port, **options).start()
