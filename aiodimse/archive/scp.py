@@ -1,0 +1,480 @@
+"""The embedded archive: a Storage and Query/Retrieve SCP over files and a SQLite index.
+
+:class:`Archive` is a handler for :class:`aiodimse.Server`: received instances are streamed
+to a temporary file by the :class:`~aiodimse.storage.DirectorySink` writer, their header
+(groups up to 0020, never the pixel data) is read once, the file is renamed into place and
+its index row committed; only then is Success answered. C-FIND is answered from the index
+alone; C-GET and C-MOVE send the files of the matching instances.
+
+Layout of ``storage_dir``: ``index.sqlite`` (WAL mode) and ``files/<xx>/<SOP Instance
+UID>.dcm``, where ``xx`` spreads the files over 256 folders (two hex digits of a hash of the
+UID), so that a file's place never depends on its study or series: an instance re-sent
+with another study keeps its file and only its index rows move.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import logging
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+from pydicom import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_partial
+from pydicom.tag import BaseTag
+
+from .. import uids
+from ..errors import StatusError
+from ..query import to_dataset
+from ..scp import FindRequest, RetrieveRequest, StoreRequest
+from ..server import Server
+from ..storage import DirectorySink, _FileWriter
+from .encode import encode_identifier
+from .index import (
+    LEVELS,
+    UNIQUE_KEYS,
+    Index,
+    Plan,
+    Record,
+    element_text,
+    format_value,
+    plan_query,
+)
+
+__all__ = ["Archive", "ArchiveServer"]
+
+log = logging.getLogger("aiodimse.archive")
+
+#: PS3.4 C.4.1.1.4 / C.4.2.1.5: the identifier does not fit the information model.
+IDENTIFIER_DOES_NOT_MATCH: Final = 0xA900
+#: PS3.4 B.2.3: C-STORE "Cannot understand".
+CANNOT_UNDERSTAND: Final = 0xC000
+#: PS3.4 B.2.3: C-STORE "Refused: Out of Resources".
+OUT_OF_RESOURCES: Final = 0xA700
+
+#: The levels each information model has (PS3.4 C.6.1, C.6.2, C.6.3).
+MODEL_LEVELS: Final = {
+    "patient": LEVELS,
+    "study": ("STUDY", "SERIES", "IMAGE"),
+    "psonly": ("PATIENT", "STUDY"),
+}
+_MODEL_OF_UID: Final = {
+    uids.PATIENT_ROOT_QR_FIND: "patient",
+    uids.PATIENT_ROOT_QR_GET: "patient",
+    uids.PATIENT_ROOT_QR_MOVE: "patient",
+    uids.STUDY_ROOT_QR_FIND: "study",
+    uids.STUDY_ROOT_QR_GET: "study",
+    uids.STUDY_ROOT_QR_MOVE: "study",
+    uids.PATIENT_STUDY_ONLY_QR_FIND: "psonly",
+    uids.PATIENT_STUDY_ONLY_QR_GET: "psonly",
+    uids.PATIENT_STUDY_ONLY_QR_MOVE: "psonly",
+}
+_MODEL_NAMES: Final = {
+    "patient": "patient root",
+    "study": "study root",
+    "psonly": "patient/study only",
+}
+
+_tmp_ids = itertools.count(1)
+
+
+def _after_group_0020(tag: BaseTag, vr: str | None, length: int) -> bool:
+    return bool(tag.group > 0x0020)
+
+
+def read_header(path: str | os.PathLike[str]) -> tuple[Dataset, str]:
+    """A Part 10 file's data set up to group 0020 (pixel data never read), and its
+    transfer syntax. InvalidDicomError if it is not a Part 10 file."""
+    with open(path, "rb") as fp:
+        ds = read_partial(fp, stop_when=_after_group_0020)
+    meta = getattr(ds, "file_meta", None)
+    ts = str(meta.get("TransferSyntaxUID", "") or "") if meta is not None else ""
+    if not ts:
+        raise InvalidDicomError(f"{os.fspath(path)}: no Transfer Syntax UID in the file meta")
+    return ds, ts
+
+
+def _bucket(sop_instance_uid: str) -> str:
+    return hashlib.blake2b(sop_instance_uid.encode("ascii"), digest_size=1).hexdigest()
+
+
+class _ArchiveSink(DirectorySink):
+    """DirectorySink whose files go to ``files/<xx>/`` and whose writer indexes them."""
+
+    def __init__(self, archive: Archive, directory: Path, *, fsync: bool) -> None:
+        super().__init__(directory, fsync=fsync)
+        self.archive = archive
+        self._buckets: set[str] = set()
+
+    def path_for(self, sop_instance_uid: str) -> Path:
+        flat = super().path_for(sop_instance_uid)  # validates the UID (PS3.5 9.1)
+        bucket = _bucket(sop_instance_uid)
+        folder = self.directory / bucket
+        if bucket not in self._buckets:
+            folder.mkdir(exist_ok=True)
+            self._buckets.add(bucket)
+        return folder / flat.name
+
+    def open(self, request: StoreRequest) -> _ArchiveWriter:
+        final = self.path_for(request.sop_instance_uid)
+        if not uids.is_valid_uid(request.sop_class_uid) or not uids.is_valid_uid(
+            request.transfer_syntax
+        ):
+            raise StatusError(CANNOT_UNDERSTAND, detail="invalid SOP Class UID", service="C-STORE")
+        tmp = final.parent / f".{request.sop_instance_uid}.{os.getpid()}.{next(_tmp_ids)}.part"
+        return _ArchiveWriter(self, request, final, tmp, self.fsync)
+
+
+class _ArchiveWriter(_FileWriter):
+    """The DirectorySink writer, plus: read the header before the rename, index after it.
+
+    Success is answered only once the file is in place and its index row committed; if
+    either fails, the file is removed and a failure status answered.
+    """
+
+    __slots__ = ()
+
+    async def commit(self) -> int | None:
+        fh = self._fh
+        if fh is None:
+            raise StatusError(OUT_OF_RESOURCES, detail="writer already closed", service="C-STORE")
+        fh.flush()
+        sink = self.sink
+        assert isinstance(sink, _ArchiveSink)
+        archive = sink.archive
+        uid = self.request.sop_instance_uid
+        try:
+            header, _ = read_header(self.tmp)
+        except Exception as exc:
+            raise StatusError(
+                CANNOT_UNDERSTAND, detail=f"cannot read the data set: {exc}"[:64], service="C-STORE"
+            ) from None
+        record = Record.from_header(header, self.request.transfer_syntax)
+        problem = record.problem()
+        if problem is None and record.sop_instance_uid != uid:
+            problem = "the data set's SOP Instance UID is not the command's"
+        if problem is not None:
+            raise StatusError(CANNOT_UNDERSTAND, detail=problem, service="C-STORE")
+        await super().commit()  # flush (+fsync) and rename into place
+        try:
+            size = self.final.stat().st_size
+            archive.index.put(record, archive.relative(self.final), size)
+        except Exception as exc:
+            log.error("cannot index %s: %s", uid, exc)
+            with contextlib.suppress(OSError):
+                os.unlink(self.final)
+            with contextlib.suppress(Exception):
+                archive.index.remove(uid)  # a replaced instance's row would point nowhere
+            raise StatusError(
+                OUT_OF_RESOURCES, detail=f"cannot index: {exc}"[:64], service="C-STORE"
+            ) from None
+        archive.stored_count += 1
+        return None
+
+
+class Archive:
+    """Files + SQLite index; a handler object for :class:`aiodimse.Server`.
+
+    ``storage_dir`` is created if needed. ``fsync=True`` flushes each file and the index
+    to stable storage before Success is answered. ``ae_title`` is returned as Retrieve AE
+    Title (0008,0054) when a query asks for it.
+    """
+
+    def __init__(
+        self,
+        storage_dir: str | os.PathLike[str],
+        *,
+        fsync: bool = False,
+        ae_title: str | None = None,
+    ) -> None:
+        self.root = Path(storage_dir)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.files_dir = self.root / "files"
+        self.index = Index(self.root / "index.sqlite", synchronous="FULL" if fsync else "NORMAL")
+        self.sink = _ArchiveSink(self, self.files_dir, fsync=fsync)
+        self.ae_title = ae_title
+        self.stored_count = 0
+        self._closed = False
+
+    def close(self) -> None:
+        """Close the index (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self.index.close()
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def count(self, level: str = "IMAGE") -> int:
+        """How many patients, studies, series or instances (``level``) are indexed."""
+        return self.index.count(level)
+
+    # -- filling it without the network ----------------------------------------------
+
+    def ingest(self, paths: Iterable[str | os.PathLike[str]], *, batch: int = 500) -> int:
+        """Copy existing Part 10 files (or the files under folders) into the archive and
+        index them, committing every ``batch`` files. Files that are not DICOM, or lack
+        the UIDs the index needs, are skipped. Returns how many were ingested.
+
+        Synchronous: call it before serving, not from a running server's loop.
+        """
+        pending: list[tuple[Record, Path, Path, int]] = []
+        done = 0
+        for path in _walk(paths):
+            staged = self._stage(path)
+            if staged is not None:
+                pending.append(staged)
+            if len(pending) >= batch:
+                done += self._commit_batch(pending)
+        done += self._commit_batch(pending)
+        return done
+
+    def _stage(self, path: Path) -> tuple[Record, Path, Path, int] | None:
+        try:
+            header, ts = read_header(path)
+        except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+            log.debug("ingest: skipping %s: %s", path, exc)
+            return None
+        record = Record.from_header(header, ts)
+        problem = record.problem()
+        if problem is None and not uids.is_valid_uid(record.sop_instance_uid):
+            problem = "its SOP Instance UID is not a valid UID"
+        if problem is not None:
+            log.warning("ingest: skipping %s: %s", path, problem)
+            return None
+        final = self.sink.path_for(record.sop_instance_uid)
+        tmp = final.parent / f".{record.sop_instance_uid}.{os.getpid()}.{next(_tmp_ids)}.part"
+        try:
+            shutil.copyfile(path, tmp)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return record, tmp, final, tmp.stat().st_size
+
+    def _commit_batch(self, pending: list[tuple[Record, Path, Path, int]]) -> int:
+        if not pending:
+            return 0
+        index = self.index
+        renamed: list[Path] = []
+        index.begin()
+        try:
+            for record, _, final, size in pending:
+                index.upsert(record, self.relative(final), size)
+            for _, tmp, final, _ in pending:
+                os.replace(tmp, final)
+                renamed.append(final)
+            index.commit()
+        except BaseException:
+            index.rollback()
+            for _, tmp, _, _ in pending:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            for final in renamed:
+                with contextlib.suppress(OSError):
+                    os.unlink(final)
+            raise
+        finally:
+            n = len(pending)
+            pending.clear()
+        return n
+
+    # -- queries without the network ---------------------------------------------------
+
+    def query(self, identifier: Dataset | Mapping[str, Any], model: str = "study") -> list[Dataset]:
+        """Answer a C-FIND identifier locally: the response identifiers, as the SCP would
+        send them. StatusError for an identifier the model does not allow."""
+        ds = to_dataset(identifier)
+        level = self._level(ds, model, "C-FIND")
+        plan = plan_query(ds, level, retrieve_ae_title=self.ae_title)
+        return [self._response(plan, row) for row in self.index.rows(plan)]
+
+    def retrieve_paths(
+        self, identifier: Dataset | Mapping[str, Any], model: str = "study"
+    ) -> list[Path]:
+        """The files a C-GET/C-MOVE with this identifier sends (see :meth:`on_get`)."""
+        return self._paths(to_dataset(identifier), model, "C-GET")
+
+    # -- the handler -------------------------------------------------------------------
+
+    def open_store(self, request: StoreRequest) -> _ArchiveWriter:
+        """C-STORE: stream the data set to a temporary file (see :class:`_ArchiveWriter`)."""
+        return self.sink.open(request)
+
+    async def on_find(self, request: FindRequest) -> AsyncIterator[Dataset | bytes]:
+        """C-FIND at any level of the request's model, answered from the index."""
+        model = _MODEL_OF_UID.get(request.sop_class_uid, "study")
+        started = time.perf_counter()
+        level = self._level(request.identifier, model, "C-FIND")
+        plan = plan_query(request.identifier, level, retrieve_ae_title=self.ae_title)
+        rows = self.index.rows(plan)
+        syntax = uids.transfer_syntax(request.transfer_syntax)
+        sent = 0
+        try:
+            for row in rows:
+                values, utf8 = _response_values(plan, row)
+                data = encode_identifier(values, utf8, syntax) if syntax else None
+                yield data if data is not None else self._response(plan, row)
+                sent += 1
+        finally:
+            log.info(
+                "#%d C-FIND %s level (%s) from %s: %d matches%s, %.1f ms",
+                request.association.id,
+                level,
+                _MODEL_NAMES[model],
+                request.calling_ae,
+                len(rows),
+                "" if sent == len(rows) else f" ({sent} sent)",
+                (time.perf_counter() - started) * 1000,
+            )
+
+    def on_get(self, request: RetrieveRequest) -> list[Path]:
+        """C-GET: the files of the matching instances, sent back on the association."""
+        return self._retrieve(request, "C-GET")
+
+    def on_move(self, request: RetrieveRequest) -> list[Path]:
+        """C-MOVE: the files of the matching instances, sent to ``request.destination``
+        (resolved by the server's ``destinations`` table)."""
+        return self._retrieve(request, "C-MOVE")
+
+    def _retrieve(self, request: RetrieveRequest, service: str) -> list[Path]:
+        model = _MODEL_OF_UID.get(request.sop_class_uid, "study")
+        paths = self._paths(request.identifier, model, service)
+        log.info(
+            "#%d %s %s level (%s) from %s%s: %d instances",
+            request.association.id,
+            service,
+            request.query_level.strip().upper(),
+            _MODEL_NAMES[model],
+            request.calling_ae,
+            f" to {request.destination.strip()}" if request.destination else "",
+            len(paths),
+        )
+        return paths
+
+    def _paths(self, identifier: Dataset, model: str, service: str) -> list[Path]:
+        level = self._level(identifier, model, service)
+        # PS3.4 C.4.2.2.1: a retrieve names the entities by the unique key of its level.
+        if not element_text(identifier, UNIQUE_KEYS[level]):
+            raise StatusError(
+                IDENTIFIER_DOES_NOT_MATCH,
+                detail=f"a {level} level retrieve needs its unique key",
+                service=service,
+            )
+        plan = plan_query(
+            identifier,
+            level,
+            select=["i.path"],
+            from_level="IMAGE",
+            order_by="st.id, se.series_number, se.id, i.instance_number, i.id",
+        )
+        root = self.root
+        return [root / row[0] for row in self.index.rows(plan)]
+
+    def _level(self, identifier: Dataset, model: str, service: str) -> str:
+        level = element_text(identifier, 0x00080052).upper()
+        if level not in MODEL_LEVELS[model]:
+            allowed = ", ".join(MODEL_LEVELS[model])
+            raise StatusError(
+                IDENTIFIER_DOES_NOT_MATCH,
+                detail=f"Query/Retrieve Level {level!r} is not one of {allowed}"[:64],
+                service=service,
+            )
+        return level
+
+    @staticmethod
+    def _response(plan: Plan, row: tuple[Any, ...]) -> Dataset:
+        """A response identifier as a pydicom Dataset."""
+        values, utf8 = _response_values(plan, row)
+        ds = Dataset()
+        if utf8:
+            # PS3.4 C.4.1.1.3.2: Specific Character Set when values need more than ASCII.
+            ds.SpecificCharacterSet = "ISO_IR 192"
+        for tag, vr, value in values:
+            ds.add_new(tag, vr, [] if vr == "SQ" else value)
+        return ds
+
+
+def _response_values(
+    plan: Plan, row: tuple[Any, ...]
+) -> tuple[list[tuple[int, str, str | None]], bool]:
+    """(tag, VR, text or None for zero length) of each returned key, sorted by tag, and
+    whether any value needs UTF-8."""
+    values: list[tuple[int, str, str | None]] = []
+    utf8 = False
+    for item in plan.returned:
+        if item.column is not None:
+            value: str | None = format_value(item, row[item.column])
+        else:
+            value = item.constant
+        if not value:
+            value = None
+        elif not utf8 and not value.isascii():
+            utf8 = True
+        values.append((item.tag, item.vr, value))
+    values.sort(key=lambda v: v[0])
+    return values, utf8
+
+
+def _walk(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
+    for entry in paths:
+        path = Path(entry)
+        if path.is_dir():
+            for folder, _, names in os.walk(path):
+                for name in sorted(names):
+                    yield Path(folder) / name
+        else:
+            yield path
+
+
+class ArchiveServer(Server):
+    """The archive on the network: ``async with ArchiveServer(dir, port=0) as server``.
+
+    ``server.archive`` is the :class:`Archive`. ``destinations`` maps C-MOVE destination AE
+    titles to (host, port); the other options are :class:`~aiodimse.Server`'s. Closing the
+    server leaves the archive open (``server.archive.close()`` when done with it).
+    """
+
+    def __init__(
+        self,
+        storage_dir: str | os.PathLike[str],
+        ae_title: str = "QRSCP",
+        port: int = 11112,
+        host: str = "0.0.0.0",
+        destinations: Mapping[str, tuple[str, int]] | None = None,
+        *,
+        allowed_calling: Iterable[str] | None = None,
+        max_associations: int = 100,
+        check_called_ae: bool = False,
+        fsync: bool = False,
+        **options: Any,
+    ) -> None:
+        self.archive = Archive(storage_dir, fsync=fsync, ae_title=ae_title)
+        try:
+            super().__init__(
+                self.archive,
+                host,
+                port,
+                ae_title=ae_title,
+                destinations=destinations,
+                allowed_calling=allowed_calling,
+                max_associations=max_associations,
+                check_called_ae=check_called_ae,
+                **options,
+            )
+        except BaseException:
+            self.archive.close()
+            raise
