@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from . import contexts, uids
+from . import contexts, tls, uids
 from .association import Association, connect
 from .dimse.status import StatusCategory, StatusInfo, status_info
 from .errors import (
@@ -67,5 +67,6 @@ __all__ = [
     "contexts",
     "serve",
     "status_info",
+    "tls",
     "uids",
 ]

@@ -95,10 +95,14 @@ def connect(
     and common storage classes). ``async_window=(invoked, performed)`` offers the
     Asynchronous Operations Window (off by default: some SCPs drop associations that carry
     it). ``handler`` serves requests the peer sends us on this association (the C-STORE
-    sub-operations of a C-GET). ``ssl`` turns on DICOM TLS (PS3.15 B.1).
+    sub-operations of a C-GET). ``ssl`` turns on DICOM TLS (PS3.15 B.9; see
+    :func:`aiodimse.tls.client_context`), checked against ``server_hostname`` (default:
+    ``host``). ``user_identity`` presents credentials (PS3.7 D.3.3.7), e.g.
+    ``UserIdentityRQ.username("bob", passcode="pw")``; the acceptor's answer, when a positive
+    response was asked for, is ``assoc.negotiated.user_identity_response``.
 
     Raises AssociationRejected (who refused and why), AssociationTimeout, or
-    AssociationError for an unreachable peer.
+    AssociationError for an unreachable peer or a failed TLS handshake (saying why).
     """
     for name, title in (("calling_ae", calling_ae), ("called_ae", called_ae)):
         if not title.strip() or len(title) > 16:

@@ -13,7 +13,9 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import socket
+import ssl as _ssl
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -136,10 +138,13 @@ class MemoryTarget:
         return b"".join(parts)
 
     def open(self) -> IO[bytes]:
-        """The data set as a binary file object (a spill file, or an in-memory copy)."""
+        """The data set as a binary file object of its own (closing it leaves the data set
+        readable): the spill file opened again, or an in-memory copy."""
         if self._file is not None:
-            self._file.seek(0)
-            return self._file
+            self._file.flush()
+            fp = os.fdopen(os.dup(self._file.fileno()), "rb")
+            fp.seek(0)
+            return fp
         import io
 
         return io.BytesIO(self.getvalue())
@@ -149,6 +154,33 @@ class MemoryTarget:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+#: Hints for the TLS failures people meet most (OpenSSL reason codes).
+_TLS_HINTS = {
+    "WRONG_VERSION_NUMBER": "is the peer listening without TLS?",
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the peer requires a client certificate; we sent none",
+    "TLSV1_ALERT_UNKNOWN_CA": "the peer does not trust the CA that signed our certificate",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "the peer did not accept our certificate",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": "no common TLS version or cipher suite, or no certificate",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "no TLS version that both sides allow",
+}
+
+
+def _tls_reason(exc: OSError) -> str:
+    """Why a TLS handshake or connection failed, in words (not an OpenSSL error string)."""
+    if isinstance(exc, _ssl.SSLCertVerificationError):
+        return f"the peer's certificate was not accepted: {exc.verify_message}"
+    if isinstance(exc, _ssl.SSLError) and exc.reason:
+        hint = _TLS_HINTS.get(exc.reason)
+        return exc.reason.lower().replace("_", " ") + (f" ({hint})" if hint else "")
+    if not exc.args:
+        # asyncio's handshake saw the connection close: the peer gave up on the handshake.
+        return (
+            "the peer closed the connection during the handshake (it may not accept our"
+            " client certificate, or we sent none, or it does not speak TLS)"
+        )
+    return str(exc)
 
 
 class _Protocol(asyncio.Protocol):
@@ -178,7 +210,7 @@ class _Protocol(asyncio.Protocol):
 class _Outgoing:
     """An operation we invoked, waiting for its response(s)."""
 
-    __slots__ = ("context", "message_id", "pending", "queue", "service", "target")
+    __slots__ = ("abandoned", "context", "message_id", "pending", "queue", "service", "target")
 
     def __init__(self, message_id: int, context: NegotiatedContext, service: str) -> None:
         self.message_id = message_id
@@ -187,6 +219,9 @@ class _Outgoing:
         self.queue: asyncio.Queue[tuple[Message, bytes | None] | BaseException] = asyncio.Queue()
         self.target: MemoryTarget | None = None
         self.pending: Message | None = None  # a response whose data set is arriving
+        #: Nobody waits for the responses any more (the caller was cancelled): the final
+        #: one completes the operation and frees its window slot.
+        self.abandoned = False
 
 
 class _Incoming:
@@ -278,6 +313,10 @@ class AssociationLink:
         self.max_in_memory = max_in_memory
         self.peer_ae = ""
         self.peer_address: tuple[str, int] | None = None
+        #: On a TLS connection (PS3.15 B.9): the protocol version, and the peer's certificate
+        #: as ssl.SSLSocket.getpeercert() gives it (None when the peer sent none).
+        self.tls_version: str | None = None
+        self.peer_certificate: dict[str, Any] | None = None
         self.negotiated: Negotiated | None = None
         self.request: AAssociateRQ | None = None
         self._fsm = StateMachine()
@@ -288,6 +327,10 @@ class AssociationLink:
         self._transport: asyncio.Transport | None = None
         self._artim: asyncio.TimerHandle | None = None
         self._idle: asyncio.TimerHandle | None = None
+        # A message (or PDU) partly received: the time of its last byte, and the timer that
+        # gives up on it after the DIMSE timeout.
+        self._stall: asyncio.TimerHandle | None = None
+        self._last_received = 0.0
         self._established: asyncio.Future[Negotiated] = self.loop.create_future()
         self._closed: asyncio.Future[None] = self.loop.create_future()
         self._end_reason: AiodimseError | None = None
@@ -346,6 +389,10 @@ class AssociationLink:
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.peer_address = (str(peer[0]), int(peer[1]))
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self.tls_version = ssl_object.version()
+            self.peer_certificate = ssl_object.getpeercert() or None
         if self._fsm.is_requestor:
             self._handle(Event.EVT2)
         else:
@@ -370,8 +417,15 @@ class AssociationLink:
             self._abort_now(f"internal error: {exc!r}")
         if self._idle is not None:
             self._touch()
+        assembler = self._assembler
+        if assembler is not None and (not assembler.idle or reader.buffered):
+            self._watch_stall()
 
     def _connection_lost(self, exc: Exception | None) -> None:
+        if isinstance(exc, _ssl.SSLError):
+            # PS3.15 B.9: a TLS alert or a bad record from the peer; say so, and why.
+            where = f" with {self._peer_name()}" if self.peer_address or self.peer_ae else ""
+            self._set_end(ConnectionLost(f"TLS failed{where}: {_tls_reason(exc)}"))
         transport, self._transport = self._transport, None
         if transport is not None and self._fsm.state != State.STA1:
             with contextlib.suppress(AiodimseError):
@@ -515,7 +569,21 @@ class AssociationLink:
             else:
                 self._set_end(ConnectionLost(self._lost_message()))
 
+    def _peer_name(self) -> str:
+        address = f"{self.peer_address[0]}:{self.peer_address[1]}" if self.peer_address else ""
+        if self.peer_ae and address:
+            return f"{self.peer_ae} at {address}"
+        return self.peer_ae or address or "the peer"
+
     def _lost_message(self) -> str:
+        if self.tls_version is not None and self.negotiated is None and self._fsm.is_requestor:
+            # TLS 1.3 servers check the client certificate after our side of the handshake
+            # has completed; many (asyncio's among them) then just close the connection.
+            return (
+                f"TLS failed: {self._peer_name()} closed the connection after the TLS handshake"
+                " without answering the association request; it probably did not accept our"
+                " client certificate (or we sent none)"
+            )
         peer = self.peer_ae or (
             f"{self.peer_address[0]}:{self.peer_address[1]}" if self.peer_address else "the peer"
         )
@@ -560,6 +628,9 @@ class AssociationLink:
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
         reason = self._gone()
         if not self._established.done():
             self._established.set_exception(reason)
@@ -619,7 +690,15 @@ class AssociationLink:
                 raise AssociationTimeout(
                     f"cannot connect to {host}:{port}: no answer within {self.timeouts.connect} s"
                 ) from None
-            why = exc.strerror or str(exc)
+            if ssl is not None and (isinstance(exc, _ssl.SSLError) or not exc.args):
+                # PS3.15 B.9: a failed handshake says so, and why (never a bare SSLError).
+                raise AssociationError(
+                    f"TLS handshake with {host}:{port} failed: {_tls_reason(exc)}"
+                ) from exc
+            if isinstance(exc, socket.gaierror) or not exc.errno or exc.errno < 0:
+                why = exc.strerror or str(exc)
+            else:
+                why = os.strerror(exc.errno)
             raise AssociationError(f"cannot connect to {host}:{port}: {why}") from None
         try:
             return await asyncio.wait_for(asyncio.shield(self._established), self.timeouts.acse)
@@ -728,6 +807,37 @@ class AssociationLink:
             log.info("#%d idle for %s s: releasing", self.id, self.timeouts.idle)
             self._spawn(self.release())
 
+    # -- partly received messages -------------------------------------------------------------
+
+    def _watch_stall(self) -> None:
+        """A message has started arriving: each further piece must come within the DIMSE
+        timeout, or the association is aborted (a silent peer must not hold it forever)."""
+        self._last_received = self.loop.time()
+        if self._stall is None and self.timeouts.dimse is not None and not self._closed.done():
+            self._stall = self.loop.call_later(self.timeouts.dimse, self._stall_expired)
+
+    def _stall_expired(self) -> None:
+        self._stall = None
+        timeout = self.timeouts.dimse
+        assembler = self._assembler
+        if timeout is None or self._closed.done() or assembler is None:
+            return
+        if assembler.idle and not self._reader.buffered:
+            return  # the message was completed; the next one re-arms the timer
+        if self._reading_paused:
+            # We stopped reading ourselves (a slow consumer): not the peer's fault.
+            self._watch_stall()
+            return
+        left = self._last_received + timeout - self.loop.time()
+        if left > 0:
+            self._stall = self.loop.call_later(left, self._stall_expired)
+            return
+        peer = self.peer_ae or "the peer"
+        detail = f"{peer} sent part of a message, then nothing for {timeout} s"
+        log.warning("#%d %s; aborting", self.id, detail)
+        self._set_end(AssociationTimeout(f"{detail}; association aborted"))
+        self._abort_now(detail)
+
     # -- tasks ------------------------------------------------------------------------------
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -827,10 +937,10 @@ class AssociationLink:
 
     # -- operations we invoke ---------------------------------------------------------------
 
-    def _next_message_id(self) -> int:
+    def _next_message_id(self, avoid: Callable[[int], bool] | None = None) -> int:
         for _ in range(0x10000):
             mid = next(self._message_ids)
-            if mid not in self._outgoing:
+            if mid not in self._outgoing and (avoid is None or not avoid(mid)):
                 return mid
         raise AssociationError("no free message ID: 65535 operations outstanding")
 
@@ -841,17 +951,19 @@ class AssociationLink:
         dataset: bytes | memoryview | Iterable[bytes | memoryview] | None = None,
         *,
         on_message_id: Callable[[int], None] | None = None,
+        avoid_message_id: Callable[[int], bool] | None = None,
     ) -> _Outgoing:
         """Send a request and register it; responses arrive on the returned op's queue.
 
         Waits for a free slot of the asynchronous operations window first (1 by default, so
-        concurrent callers are serialized safely).
+        concurrent callers are serialized safely). ``avoid_message_id`` skips IDs the caller
+        cannot use (a C-MOVE's Message ID must be unique where its sub-operations arrive).
         """
         self._check_sendable()
         slots = self._invoke_slots
         assert slots is not None
         await slots.acquire()
-        mid = self._next_message_id()
+        mid = self._next_message_id(avoid_message_id)
         message = build(mid)
         op = _Outgoing(mid, context, getattr(message, "service", ""))
         self._outgoing[mid] = op
@@ -867,6 +979,17 @@ class AssociationLink:
     def _complete(self, op: _Outgoing) -> None:
         if self._outgoing.pop(op.message_id, None) is not None and self._invoke_slots:
             self._invoke_slots.release()
+
+    def _abandon(self, op: _Outgoing) -> None:
+        """The caller no longer waits for ``op`` (it was cancelled): complete it when its
+        final response arrives (or now, if it already has), so that its slot of the
+        asynchronous operations window is not held forever."""
+        op.abandoned = True
+        while not op.queue.empty():
+            item = op.queue.get_nowait()
+            if isinstance(item, BaseException) or not is_pending(getattr(item[0], "status", 0)):
+                self._complete(op)
+                return
 
     async def _response(self, op: _Outgoing) -> tuple[Message, bytes | None]:
         """The next response of an operation; the op is complete after a non-pending one."""
@@ -977,6 +1100,10 @@ class AssociationLink:
             self._start_incoming(receiving)
 
     def _deliver(self, op: _Outgoing, message: Message, data: bytes | None) -> None:
+        if op.abandoned:
+            if not is_pending(getattr(message, "status", 0)):
+                self._complete(op)
+            return
         op.queue.put_nowait((message, data))
         if (
             not self._reading_paused

@@ -301,6 +301,49 @@ class UserIdentityRQ:
         except ValueError:
             return f"type {self.identity_type}"
 
+    # Requestor-side constructors (PS3.7 Table D.3-14); ``positive_response`` asks the
+    # acceptor to confirm, in its A-ASSOCIATE-AC, that it accepted the identity.
+
+    @classmethod
+    def username(
+        cls, name: str, passcode: str | bytes | None = None, *, positive_response: bool = False
+    ) -> UserIdentityRQ:
+        """Type 1 (username, UTF-8), or type 2 when a ``passcode`` is given."""
+        primary = _identity_field(name, "username")
+        if passcode is None:
+            return cls(UserIdentityType.USERNAME, primary, b"", positive_response)
+        secondary = passcode.encode("utf-8") if isinstance(passcode, str) else bytes(passcode)
+        if len(secondary) > 0xFFFF:
+            raise ValueError("the passcode is longer than 65535 bytes")
+        return cls(UserIdentityType.USERNAME_AND_PASSCODE, primary, secondary, positive_response)
+
+    @classmethod
+    def kerberos(cls, ticket: bytes, *, positive_response: bool = False) -> UserIdentityRQ:
+        """Type 3: a Kerberos service ticket (RFC 1510 encoding)."""
+        primary = _identity_field(ticket, "Kerberos ticket")
+        return cls(UserIdentityType.KERBEROS, primary, b"", positive_response)
+
+    @classmethod
+    def saml(cls, assertion: str | bytes, *, positive_response: bool = False) -> UserIdentityRQ:
+        """Type 4: a SAML assertion (XML)."""
+        primary = _identity_field(assertion, "SAML assertion")
+        return cls(UserIdentityType.SAML, primary, b"", positive_response)
+
+    @classmethod
+    def jwt(cls, token: str | bytes, *, positive_response: bool = False) -> UserIdentityRQ:
+        """Type 5: a JSON Web Token in its compact (base64url) form (RFC 7519)."""
+        return cls(UserIdentityType.JWT, _identity_field(token, "JWT"), b"", positive_response)
+
+
+def _identity_field(value: str | bytes, what: str) -> bytes:
+    """A primary field: UTF-8 for text, 1 to 65535 bytes (its length is 2 bytes, D.3.3.7.1)."""
+    raw = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+    if not raw:
+        raise ValueError(f"the {what} is empty")
+    if len(raw) > 0xFFFF:
+        raise ValueError(f"the {what} is {len(raw)} bytes; a user identity field holds 65535")
+    return raw
+
 
 @dataclass(frozen=True, slots=True)
 class UserIdentityAC:

@@ -6,9 +6,13 @@ has them sent to a :class:`~aiodimse.storage.StorageServer` running on the same 
 returns when the final response is in *and* every completed instance is stored, matching
 instances to the move by Move Originator AE Title / Message ID (0000,1030)/(0000,1031).
 
-SCP: the handler's ``on_get`` / ``on_move`` says which instances; this module runs the
-sub-operations with honest pending counts, honours C-CANCEL, and ends with the Failed SOP
-Instance UID List when anything failed.
+SCP: the handler's ``on_get`` / ``on_move`` says which instances (Part 10 file paths,
+pydicom Datasets, or index records with ``.path`` and ``.sop_instance_uid``, such as a
+:class:`~aiodimse.storage.StoredInstance`, so that a file that turns out to be unreadable
+is still named); this module runs the sub-operations with honest pending counts, honours
+C-CANCEL, and ends with the Failed SOP Instance UID List when anything failed. A
+sub-operation that fails on our side (unreadable file, no transfer syntax the peer
+accepts) fails alone; only the loss of an association stops the rest.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from .dimse.status import (
     is_pending,
     status_info,
 )
-from .errors import AiodimseError, NegotiationError, StatusError
+from .errors import AiodimseError, AssociationError, NegotiationError, StatusError
 from .link import MemoryTarget, _Incoming, _Outgoing
 from .query import model_uid, to_dataset
 from .scp import RetrieveRequest, StoreRequest
@@ -175,14 +179,35 @@ class Retrieval:
         self._items: asyncio.Queue[Any] = asyncio.Queue()
         self._op: _Outgoing | None = None
         self._cancel_sent = False
+        #: Set once the request has a Message ID: from then on it is (being) sent, and
+        #: only a C-CANCEL-RQ can stop it.
+        self._sending = False
+        self._running = False
+        #: Stopped before anything was sent: the request is withdrawn, never sent.
+        self._withdrawn = False
+        self._cancel_requested = False
         self.progress: Progress | None = None
         self.result: RetrieveResult | None = None
 
     def _start(self) -> asyncio.Task[RetrieveResult]:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(self))
+            self._task = asyncio.get_running_loop().create_task(self._main())
             self._task.add_done_callback(lambda _t: self._items.put_nowait(_END))
         return self._task
+
+    async def _main(self) -> RetrieveResult:
+        self._running = True
+        try:
+            if not self._withdrawn:
+                result: RetrieveResult = await self._run(self)
+                return result
+        except asyncio.CancelledError:
+            if not self._withdrawn:
+                raise
+        # Withdrawn while waiting for a slot of the operations window (or before that):
+        # nothing reached the peer, so nothing was done.
+        self.result = RetrieveResult(status_info(CANCEL, self.service))
+        return self.result
 
     def __await__(self) -> Generator[Any, None, RetrieveResult]:
         return self._wait().__await__()
@@ -231,16 +256,31 @@ class Retrieval:
 
     async def _cancel_and_wait(self) -> None:
         task = self._start()
-        if self._op is not None and not self._cancel_sent:
-            self._cancel_sent = True
-            try:
-                await self._assoc.cancel(self._op)
-            except AiodimseError as exc:
-                log.debug("C-CANCEL not sent: %s", exc)
+        if not task.done():
+            if not self._sending:
+                # Not sent yet (waiting for a window slot): withdraw it. Cancelling the
+                # task is safe only here, before any byte of the request is written.
+                self._withdrawn = True
+                if self._running:
+                    task.cancel()
+            else:
+                self._cancel_requested = True
+                await self._send_cancel()
+        # Wait for the final response without taking on the task's outcome (an error is
+        # the awaiting caller's to see), nor hiding our own cancellation.
+        await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved: no "exception was never retrieved" warning
+
+    async def _send_cancel(self) -> None:
+        """C-CANCEL-RQ (PS3.7 9.3.2.3 / 9.3.3.3), once, if the request is out."""
+        if self._op is None or self._cancel_sent:
+            return  # not yet: sent as soon as the request is (see _drive)
+        self._cancel_sent = True
         try:
-            await task
-        except (AiodimseError, asyncio.CancelledError):
-            pass
+            await self._assoc.cancel(self._op)
+        except AiodimseError as exc:
+            log.debug("C-CANCEL not sent: %s", exc)
 
     def _emit(self, item: Any) -> None:
         self._items.put_nowait(item)
@@ -251,14 +291,24 @@ _END = object()
 
 async def _drive(
     retrieval: Retrieval,
-    start: Callable[[], Any],
+    start: Callable[[Callable[[int], None]], Any],
     on_progress: Callable[[Progress], Any] | None,
     emit_progress: bool,
 ) -> tuple[RetrieveResult, Message]:
-    """Send the request and read responses until the final one."""
+    """Send the request and read responses until the final one.
+
+    ``start(sending)`` invokes the request and calls ``sending(message_id)`` once the
+    request has its Message ID, right before it goes out.
+    """
     assoc = retrieval._assoc
-    op: _Outgoing = await start()
+
+    def sending(_mid: int) -> None:
+        retrieval._sending = True
+
+    op: _Outgoing = await start(sending)
     retrieval._op = op
+    if retrieval._cancel_requested:
+        await retrieval._send_cancel()  # asked for while the request was being sent
     service = retrieval.service
     while True:
         message, data = await assoc._response(op)
@@ -288,9 +338,43 @@ async def _drive(
         return result, message
 
 
+def _check_scp_role(assoc: Association) -> None:
+    """C-GET receives its instances as C-STORE requests on this same association, so we
+    need the SCP role for storage classes (PS3.4 C.4.3.1, PS3.7 D.3.3.4); say so in words."""
+    negotiated = assoc.negotiated
+    assert negotiated is not None  # context_for() has checked
+    if any(c.scp and c.accepted for c in negotiated.contexts):
+        return
+    need = (
+        "C-GET receives the instances on this association as C-STORE requests, which needs"
+        " the SCP role for their storage classes"
+    )
+    ui = assoc.request.user_information if assoc.request is not None else None
+    asked = [r for r in (ui.role_selections if ui else ()) if r.scp_role]
+    if assoc._fsm.is_requestor and not asked:
+        raise NegotiationError(
+            f"{need}; this association did not propose that role"
+            " (connect with contexts=aiodimse.contexts.for_get())"
+        )
+    raise NegotiationError(
+        f"{need}; it was proposed for {len(asked)} storage class(es) and"
+        f" {assoc.peer_ae or 'the peer'} granted it for none"
+    )
+
+
 def _raise_on_failure(result: RetrieveResult, message: Message, service: str) -> None:
+    """A Failure status raises StatusError (the result stays on ``Retrieval.result``)."""
     if result.status.category is StatusCategory.FAILURE:
-        detail = getattr(message, "error_comment", None) or str(result)
+        parts = [str(getattr(message, "error_comment", None) or "").strip()]
+        if result.completed or result.failed or result.warning:
+            parts.append(
+                f"{result.completed} completed, {result.failed} failed, {result.warning} warning"
+            )
+        if result.failed_instances:
+            shown = ", ".join(result.failed_instances[:3])
+            more = len(result.failed_instances) - 3
+            parts.append(f"failed: {shown}" + (f" and {more} more" if more > 0 else ""))
+        detail = "; ".join(p for p in parts if p)
         raise StatusError(result.status.code, result.status.name, detail, service)
 
 
@@ -317,11 +401,7 @@ def get(
     sop_class = model_uid(model, "get")
     identifier = to_dataset(query)
     context = assoc.context_for(sop_class)
-    if not any(c.scp and c.accepted for c in assoc.negotiated.contexts):  # type: ignore[union-attr]
-        raise NegotiationError(
-            "C-GET needs the SCP role for storage classes, and the peer granted it for none"
-            " (propose it with contexts=aiodimse.contexts.for_get())"
-        )
+    _check_scp_role(assoc)
 
     async def run(retrieval: Retrieval) -> RetrieveResult:
         receiver = _GetReceiver(sink)
@@ -334,7 +414,7 @@ def get(
 
             forwarder = asyncio.get_running_loop().create_task(forward())
 
-            async def start() -> _Outgoing:
+            async def start(sending: Callable[[int], None]) -> _Outgoing:
                 assert context.transfer_syntax is not None
                 return await assoc._invoke(
                     context,
@@ -342,6 +422,7 @@ def get(
                         message_id=mid, affected_sop_class_uid=sop_class, priority=priority
                     ),
                     encode_dataset(identifier, context.transfer_syntax),
+                    on_message_id=sending,
                 )
 
             try:
@@ -384,13 +465,22 @@ def move(
     async def run(retrieval: Retrieval) -> RetrieveResult:
         tracker: _MoveTracker | None = None
 
-        async def start() -> _Outgoing:
+        async def start(sending: Callable[[int], None]) -> _Outgoing:
             nonlocal tracker
 
             def register(mid: int) -> None:
                 nonlocal tracker
+                sending(mid)
                 if receive is not None:
                     tracker = _MoveTracker.register(receive, assoc.local_ae, mid)
+
+            def taken(mid: int) -> bool:
+                # The receiver tells moves apart by Move Originator AE Title and Message ID
+                # (PS3.7 9.3.1.1): another association from our AE title may be using this
+                # ID for a move into the same server right now.
+                return receive is not None and _MoveTracker.key_for(assoc.local_ae, mid) in (
+                    _registry(receive)
+                )
 
             assert context.transfer_syntax is not None
             return await assoc._invoke(
@@ -403,6 +493,7 @@ def move(
                 ),
                 encode_dataset(identifier, context.transfer_syntax),
                 on_message_id=register,
+                avoid_message_id=taken,
             )
 
         try:
@@ -427,9 +518,13 @@ class _MoveTracker:
 
     def __init__(self, server: StorageServer, ae: str, message_id: int) -> None:
         self.server = server
-        self.key = (ae.strip(), message_id)
+        self.key = self.key_for(ae, message_id)
         self.instances: list[StoredInstance] = []
         self._changed = asyncio.Event()
+
+    @staticmethod
+    def key_for(ae: str, message_id: int) -> tuple[str, int]:
+        return (ae.strip(), message_id)
 
     @classmethod
     def register(cls, server: StorageServer, ae: str, message_id: int) -> _MoveTracker:
@@ -606,14 +701,13 @@ async def serve_retrieve(assoc: Association, inc: _Incoming, message: CGetRQ | C
             )
         except AiodimseError as exc:
             log.warning("#%d cannot reach move destination: %s", assoc.id, exc)
-            uids_all = [_uid_of(item) for item in found]
             await respond(
                 UNABLE_TO_PERFORM_SUBOPERATIONS,
                 0,
                 0,
                 total,
                 0,
-                [u for u in uids_all if u],
+                _uids_of(found),
                 comment=str(exc)[:64],
             )
             return
@@ -626,26 +720,30 @@ async def serve_retrieve(assoc: Association, inc: _Incoming, message: CGetRQ | C
                 cancelled = True
                 break
             try:
-                status = await storer.store(item, move_originator=originator, check=False)
-            except (NegotiationError, NotDicomError, OSError) as exc:
-                log.warning("#%d %s sub-operation failed: %s", assoc.id, service, exc)
-                failed += 1
-                uid = _uid_of(item)
-                if uid:
-                    failed_uids.append(uid)
-            except StatusError as exc:  # pragma: no cover - check=False
-                log.warning("#%d %s sub-operation: %s", assoc.id, service, exc)
-                failed += 1
-            except AiodimseError as exc:
+                status = await storer.store(
+                    _source_of(item), move_originator=originator, check=False
+                )
+            except asyncio.CancelledError:
+                raise
+            except AssociationError as exc:
+                if isinstance(exc, NegotiationError):
+                    # No context for this instance's SOP class / transfer syntax.
+                    _sub_failed(assoc, service, item, exc)
+                    failed += 1
+                    failed_uids.extend(_uids_of([item]))
+                    continue
                 if storer is assoc:
                     raise  # our own association is gone: nothing more can be sent
                 log.warning("#%d %s destination lost: %s", assoc.id, service, exc)
-                for rest in found[index:]:
-                    failed += 1
-                    uid = _uid_of(rest)
-                    if uid:
-                        failed_uids.append(uid)
+                failed += len(found) - index
+                failed_uids.extend(_uids_of(found[index:]))
                 break
+            except Exception as exc:
+                # This instance cannot be sent (unreadable file, no transfer syntax the
+                # peer accepts, a broken data set): it fails alone, the others go on.
+                _sub_failed(assoc, service, item, exc)
+                failed += 1
+                failed_uids.extend(_uids_of([item]))
             else:
                 if status.category is StatusCategory.SUCCESS:
                     completed += 1
@@ -653,9 +751,7 @@ async def serve_retrieve(assoc: Association, inc: _Incoming, message: CGetRQ | C
                     warning += 1
                 else:
                     failed += 1
-                    uid = _uid_of(item)
-                    if uid:
-                        failed_uids.append(uid)
+                    failed_uids.extend(_uids_of([item]))
             remaining = total - completed - failed - warning
             if remaining and not inc.cancelled.is_set():
                 await respond(PENDING, remaining, completed, failed, warning)
@@ -667,8 +763,20 @@ async def serve_retrieve(assoc: Association, inc: _Incoming, message: CGetRQ | C
                 pass
     remaining = total - completed - failed - warning
     if cancelled:
-        # PS3.4 C.4.2.1.4: a cancelled retrieve answers FE00 with the counts so far.
+        # PS3.4 C.4.2.3.1 / C.4.3.3.1: Cancel with the counts so far; Remaining is what
+        # was never started.
         await respond(CANCEL, remaining, completed, failed, warning, failed_uids)
+    elif failed and not completed and not warning:
+        # PS3.4 C.4.2.2.1 / C.4.3.2.1: Failure when every sub-operation was unsuccessful.
+        await respond(
+            UNABLE_TO_PERFORM_SUBOPERATIONS,
+            0,
+            completed,
+            failed,
+            warning,
+            failed_uids,
+            comment=f"all {failed} sub-operations failed",
+        )
     elif failed or warning:
         await respond(
             SUBOPERATIONS_COMPLETE_WITH_FAILURES, 0, completed, failed, warning, failed_uids
@@ -698,24 +806,51 @@ async def _collect(result: Any) -> list[Any]:
     return [item async for item in _aiter(result)]
 
 
+def _source_of(item: Any) -> Any:
+    """What to C-STORE for a handler's item: a Dataset or a path (an index record's
+    ``.path``)."""
+    if isinstance(item, (Dataset, str, bytes, os.PathLike)):
+        return item
+    path = getattr(item, "path", None)
+    if path is None:
+        raise NotDicomError(f"{type(item).__name__} has no file to send")
+    return path
+
+
 def _uid_of(item: Any) -> str | None:
+    """The SOP Instance UID of a handler's item, None if it cannot be known."""
     if isinstance(item, Dataset):
-        return str(item.get("SOPInstanceUID", "")) or None
+        return str(item.get("SOPInstanceUID", "") or "") or None
+    known = getattr(item, "sop_instance_uid", None)
+    if known:
+        return str(known)
     try:
-        return read_part10(item).sop_instance_uid
-    except (NotDicomError, OSError):
+        return read_part10(_source_of(item)).sop_instance_uid
+    except (NotDicomError, OSError, TypeError, ValueError):
         return None
+
+
+def _uids_of(items: Sequence[Any]) -> list[str]:
+    return [uid for uid in map(_uid_of, items) if uid]
+
+
+def _sub_failed(assoc: Association, service: str, item: Any, exc: BaseException) -> None:
+    what = _uid_of(item) or (item if not isinstance(item, Dataset) else "a data set")
+    log.warning("#%d %s sub-operation for %s failed: %s", assoc.id, service, what, exc)
 
 
 def _describe(item: Any) -> tuple[str, str] | None:
     """(SOP class, transfer syntax) of a file or dataset to send, None if unreadable."""
     if isinstance(item, Dataset):
+        sop_class = item.get("SOPClassUID")
+        if not sop_class:
+            return None
         meta = getattr(item, "file_meta", None)
         ts = str(meta.TransferSyntaxUID) if meta and "TransferSyntaxUID" in meta else None
-        return str(item.SOPClassUID), ts or uids.EXPLICIT_VR_LITTLE_ENDIAN
+        return str(sop_class), ts or uids.EXPLICIT_VR_LITTLE_ENDIAN
     try:
-        info = read_part10(os.fspath(item))
-    except (NotDicomError, OSError):
+        info = read_part10(os.fspath(_source_of(item)))
+    except (NotDicomError, OSError, TypeError, ValueError):
         return None
     return info.sop_class_uid, info.transfer_syntax_uid
 
@@ -733,11 +868,12 @@ async def _open_destination(
         if described is None:
             continue
         sop_class, ts = described
-        if ts in STORAGE_TRANSFER_SYNTAXES:
-            wanted[(sop_class, STORAGE_TRANSFER_SYNTAXES)] = None
-        else:
-            wanted[(sop_class, (ts,))] = None
-            wanted[(sop_class, STORAGE_TRANSFER_SYNTAXES)] = None
+        # The item's own transfer syntax in a context of its own: a destination that
+        # accepts it gets the data set exactly as stored, never decoded (a destination free
+        # to pick among several syntaxes may prefer another one). The uncompressed ones
+        # follow, for conversion when the destination refuses the item's own.
+        wanted[(sop_class, (ts,))] = None
+        wanted[(sop_class, STORAGE_TRANSFER_SYNTAXES)] = None
     contexts = [ContextRequest(c, ts) for c, ts in wanted][:128]
     if not contexts:
         contexts = [ContextRequest(uids.VERIFICATION_SOP_CLASS)]

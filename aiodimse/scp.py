@@ -13,7 +13,8 @@ services (Verification is always offered):
     C-STORE when no writer took the data set: ``request.dataset`` (decoded on demand) or
     ``request.dataset_bytes`` (as received).
 ``on_find(request)`` -> async iterator (or iterable) of identifier Datasets
-    C-FIND; each yielded Dataset becomes a Pending response.
+    C-FIND; each yielded Dataset becomes a Pending response (bytes are sent as they are:
+    an identifier already encoded in ``request.transfer_syntax``).
 ``on_get(request)`` / ``on_move(request)`` -> the instances to send (paths or Datasets)
     C-GET / C-MOVE; aiodimse runs the sub-operations (see ``retrieve.py``).
 
@@ -47,7 +48,7 @@ from .dimse.commands import (
     Message,
 )
 from .dimse.status import CANCEL, PENDING, SUCCESS, status_info
-from .errors import AiodimseError, StatusError
+from .errors import AiodimseError, AssociationError, StatusError
 from .link import AssociationLink, DataTarget, MemoryTarget, _Incoming
 from .ul.negotiation import NegotiatedContext
 
@@ -70,6 +71,7 @@ PROCESSING_FAILURE = 0x0110
 UNABLE_TO_PROCESS = 0xC001
 OUT_OF_RESOURCES = 0xA700
 SOP_CLASS_NOT_SUPPORTED = 0x0122
+CANNOT_UNDERSTAND = 0xC000
 UNRECOGNIZED_OPERATION = 0x0211
 
 
@@ -229,6 +231,14 @@ class ServiceProvider(AssociationLink):
     def _as_association(self) -> Association:
         return self  # type: ignore[return-value]
 
+    def _answerable(self) -> bool:
+        """Whether a response can still be sent on this association."""
+        try:
+            self._check_sendable()
+        except AiodimseError:
+            return False
+        return True
+
     # -- performing ----------------------------------------------------------------------
 
     async def _perform(self, inc: _Incoming) -> None:
@@ -244,9 +254,12 @@ class ServiceProvider(AssociationLink):
         except AiodimseError as exc:
             # The association ended under us; the response cannot be sent.
             log.debug("#%d request %s not answered: %s", self.id, type(inc.message).__name__, exc)
-            if inc.target is not None:
-                inc.target.discard()
         finally:
+            if inc.target is not None:
+                # Never taken by a service (the association ended, or we were cancelled
+                # while waiting for a slot of the window): a partial file must not stay.
+                inc.target.discard()
+                inc.target = None
             self._incoming_done(inc)
 
     async def _dispatch(self, inc: _Incoming) -> None:
@@ -293,9 +306,12 @@ class ServiceProvider(AssociationLink):
     async def _serve_store(self, inc: _Incoming, message: CStoreRQ) -> None:
         target = inc.target
         inc.target = None
-        status: int
+        status: int = OUT_OF_RESOURCES
         comment: str | None = None
-        if message.affected_sop_class_uid != inc.context.abstract_syntax:
+        if not message.has_dataset:
+            # PS3.7 9.3.1.1: a C-STORE-RQ always carries the data set to store.
+            status, comment = CANNOT_UNDERSTAND, "C-STORE-RQ without a data set"
+        elif message.affected_sop_class_uid != inc.context.abstract_syntax:
             # PS3.7 9.1.1.1.2: the SOP class must be the context's abstract syntax.
             status, comment = 0xA900, "SOP Class UID does not match the presentation context"
             if target is not None:
@@ -350,9 +366,14 @@ class ServiceProvider(AssociationLink):
         notify = _call(self._store_handler(), "stored")
         if notify is not None:
             request = StoreRequest(self._as_association(), inc.context, message, inc)
-            result = notify(request, status, writer)
-            if inspect.isawaitable(result):
-                await result
+            try:
+                result = notify(request, status, writer)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                # The instance is stored (or not) whatever a listener thinks of it: the
+                # status stands and the association carries on.
+                log.exception("#%d C-STORE listener failed", self.id)
 
     async def _run_handler(
         self, call: Awaitable[Any] | Any, failure: int, service: str
@@ -360,16 +381,15 @@ class ServiceProvider(AssociationLink):
         """Await a handler's result: (status, error comment)."""
         try:
             result = await call if inspect.isawaitable(call) else call
+            status = SUCCESS if result is None else int(result)
         except StatusError as exc:
             return exc.status, exc.detail or None
-        except AiodimseError:
-            raise
         except Exception as exc:
+            if isinstance(exc, AssociationError) and not self._answerable():
+                raise  # our association ended: there is nobody to answer
             log.exception("#%d %s handler failed", self.id, service)
             return failure, f"{type(exc).__name__}: {exc}"[:64]
-        if result is None:
-            return SUCCESS, None
-        return int(result), None
+        return status, None
 
     def decode_identifier(self, data: bytes | None, context: NegotiatedContext) -> Dataset:
         if data is None:
@@ -409,7 +429,9 @@ class ServiceProvider(AssociationLink):
                             status=PENDING,
                             has_dataset=True,
                         ),
-                        encode_dataset(match, context.transfer_syntax),
+                        bytes(match)
+                        if isinstance(match, (bytes, bytearray))
+                        else encode_dataset(match, context.transfer_syntax),
                     )
                     sent += 1
                 else:
@@ -417,9 +439,9 @@ class ServiceProvider(AssociationLink):
                         status = CANCEL
             except StatusError as exc:
                 status, comment = exc.status, exc.detail or None
-            except AiodimseError:
-                raise
             except Exception as exc:
+                if isinstance(exc, AssociationError) and not self._answerable():
+                    raise  # our association ended: there is nobody to answer
                 log.exception("#%d C-FIND handler failed", self.id)
                 status, comment = UNABLE_TO_PROCESS, f"{type(exc).__name__}: {exc}"[:64]
         log.info(

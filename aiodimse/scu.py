@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydicom import Dataset
@@ -78,8 +78,18 @@ class ServiceUser(AssociationLink):
         """C-ECHO (PS3.7 9.1.5): the Verification status."""
         context = self.context_for(uids.VERIFICATION_SOP_CLASS)
         op = await self._invoke(context, lambda mid: CEchoRQ(message_id=mid))
-        rsp, _ = await self._response(op)
+        rsp, _ = await self._final_response(op)
         return _checked(rsp, "C-ECHO", check)
+
+    async def _final_response(self, op: _Outgoing) -> tuple[Message, bytes | None]:
+        """The response of a single-response operation. If the caller is cancelled while
+        waiting (``asyncio.timeout``...), the operation is abandoned rather than left
+        outstanding, so that the next operation is not blocked behind it."""
+        try:
+            return await self._response(op)
+        except asyncio.CancelledError:
+            self._abandon(op)
+            raise
 
     # -- C-STORE --------------------------------------------------------------------------
 
@@ -110,7 +120,7 @@ class ServiceUser(AssociationLink):
             ),
             data,
         )
-        rsp, _ = await self._response(op)
+        rsp, _ = await self._final_response(op)
         return _checked(rsp, "C-STORE", check, sop_instance)
 
     def _prepare_store(
@@ -142,11 +152,16 @@ class ServiceUser(AssociationLink):
         return context, info.sop_class_uid, info.sop_instance_uid, data
 
     def _file_data(self, info: Part10Info) -> bytes | Iterable[bytes]:
+        # PS3.5 A.5: a deflated bit stream of odd length is followed by one NUL byte. Files
+        # that lack it are sent with it (peers refuse odd-length fragments).
+        pad = info.dataset_length & 1 and _is_deflated(info.transfer_syntax_uid)
         if info.dataset_length <= _STREAM_ABOVE:
-            return dataset_bytes(info.path, info)
+            data = dataset_bytes(info.path, info)
+            return data + b"\x00" if pad else data
         assert self.negotiated is not None
         room = (self.negotiated.peer_max_pdu or (1 << 20)) - 6
-        return iter_dataset_chunks(info.path, info, chunk_size=room * max(1, (4 << 20) // room))
+        chunks = iter_dataset_chunks(info.path, info, chunk_size=room * max(1, (4 << 20) // room))
+        return _pad_last(chunks) if pad else chunks
 
     # -- C-FIND ---------------------------------------------------------------------------
 
@@ -249,6 +264,22 @@ class ServiceUser(AssociationLink):
             check=check,
             arrival_timeout=arrival_timeout,
         )
+
+
+def _pad_last(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The chunks with one NUL byte added to the last (not as a fragment of its own: peers
+    refuse odd-length fragments)."""
+    previous: bytes | None = None
+    for chunk in chunks:
+        if previous is not None:
+            yield previous
+        previous = chunk
+    yield (previous or b"") + b"\x00"
+
+
+def _is_deflated(transfer_syntax: str) -> bool:
+    ts = uids.transfer_syntax(transfer_syntax)
+    return ts is not None and ts.is_deflated
 
 
 def _ts_names(assoc: AssociationLink, sop_class: str) -> str:

@@ -11,7 +11,7 @@ import inspect
 import logging
 import ssl as _ssl
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 
 from . import uids
 from .association import Association
@@ -19,7 +19,7 @@ from .link import DEFAULT_MAX_IN_MEMORY, DEFAULT_MAX_PDU, Timeouts, _Protocol
 from .pdu import AAssociateRQ, UserIdentityRQ
 from .ul.negotiation import (
     LOCAL_LIMIT_EXCEEDED,
-    NO_REASON_GIVEN,
+    USER_IDENTITY_REJECTED,
     AcceptorPolicy,
     Rejection,
     negotiate,
@@ -48,6 +48,13 @@ UserIdentityCheck = Callable[[UserIdentityRQ, Association], "Awaitable[bool | by
 class _ServerAssociation(Association):
     server: Server
 
+    def _connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Counted only from here: with TLS this runs after a successful handshake; a failed
+        # one never gets here, nor to _on_closed, and would be kept (and waited for) forever.
+        self.server.associations.add(self)
+        self.server._idle.clear()
+        super()._connection_made(transport)
+
     async def _answer_association(self, rq: AAssociateRQ) -> None:
         await self.server._answer(self, rq)
 
@@ -64,8 +71,11 @@ class Server:
     ``ae_title``, ``allowed_calling`` lists the calling AE titles let in (None = anyone),
     ``max_associations`` bounds concurrent associations (the rest are refused as
     "local-limit-exceeded"), ``user_identity`` (or ``handler.on_user_identity``) checks
-    PS3.7 D.3.3.7 credentials and may refuse them. ``destinations`` maps C-MOVE destination
-    AE titles to (host, port).
+    PS3.7 D.3.3.7 credentials: ``async (identity, assoc)`` returning True (accept), bytes
+    (accept with this server response, for Kerberos/SAML/JWT) or False/None (refuse:
+    rejected-permanent by the ACSE service-provider, D.3.3.7.3). ``ssl`` is an
+    ``ssl.SSLContext`` for DICOM TLS (see :mod:`aiodimse.tls`). ``destinations`` maps C-MOVE
+    destination AE titles to (host, port).
     """
 
     def __init__(
@@ -134,7 +144,7 @@ class Server:
     def is_serving(self) -> bool:
         return self._server is not None and self._server.is_serving()
 
-    async def start(self) -> Server:
+    async def start(self) -> Self:
         """Start listening. Returns self, so ``server = await Server(...).start()`` works."""
         if self._server is not None:
             return self
@@ -144,6 +154,7 @@ class Server:
             self.host,
             self._port,
             ssl=self.ssl,
+            ssl_handshake_timeout=self.timeouts.connect if self.ssl else None,
             backlog=self.backlog,
             reuse_address=True,
         )
@@ -188,7 +199,7 @@ class Server:
             self.close()
             await self.wait_closed()
 
-    async def __aenter__(self) -> Server:
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:
@@ -206,8 +217,6 @@ class Server:
         )
         assoc.server = self
         assoc.handler = self.handler
-        self.associations.add(assoc)
-        self._idle.clear()
         return _Protocol(assoc)
 
     def _forget(self, assoc: Association) -> None:
@@ -264,10 +273,14 @@ class Server:
 
     async def _answer(self, assoc: _ServerAssociation, rq: AAssociateRQ) -> None:
         where = f"{assoc.peer_address[0]}:{assoc.peer_address[1]}" if assoc.peer_address else "?"
-        established = sum(1 for a in self.associations if a.negotiated is not None)
         rejection: Rejection | None = None
         identity_response: bytes | None = None
-        if established >= self.max_associations:
+
+        def full() -> bool:
+            established = sum(1 for a in self.associations if a.negotiated is not None)
+            return established >= self.max_associations
+
+        if full():
             rejection = LOCAL_LIMIT_EXCEEDED
         identity = rq.user_information.user_identity if rq.user_information else None
         check = self.user_identity or _method(self.handler, "on_user_identity")
@@ -280,10 +293,16 @@ class Server:
                 log.exception("#%d user identity check failed", assoc.id)
                 verdict = False
             if verdict is False or verdict is None:
-                # PS3.7 D.3.3.7: identity not accepted -> A-ASSOCIATE-RJ.
-                rejection = NO_REASON_GIVEN
-            elif isinstance(verdict, bytes):
-                identity_response = verdict
+                # PS3.7 D.3.3.7.3: rejected-permanent, source ACSE related function.
+                rejection = USER_IDENTITY_REJECTED
+            else:
+                # PS3.7 D.3.3.7.2: the AC carries the sub-item whenever a positive response
+                # was requested; its server response is empty for username (and passcode).
+                identity_response = verdict if isinstance(verdict, bytes) else b""
+        # Counted again after the (awaited) identity check, with no await until _accept(),
+        # so that requests arriving together cannot all slip under the limit.
+        if rejection is None and full():
+            rejection = LOCAL_LIMIT_EXCEEDED
         outcome = (
             rejection
             if rejection is not None

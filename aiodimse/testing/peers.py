@@ -455,6 +455,7 @@ def start_orthanc(
     *,
     aet: str = "ORTHANC",
     modalities: Mapping[str, tuple[str, str, int]] | None = None,
+    config: Mapping[str, Any] | None = None,
     timeout: float = 30.0,
 ) -> PeerProcess:
     """Start Orthanc with its own JSON config, storage and index in ``work_dir``.
@@ -462,10 +463,25 @@ def start_orthanc(
     ``modalities`` maps a name to (AE title, host, port) for C-MOVE destinations. Orthanc
     cannot be told to listen on loopback only; talk to it on 127.0.0.1. It needs a few seconds
     to stop: ``stop()`` waits for it, bounded, then kills it.
+
+    ``config`` replaces :func:`orthanc_config` with a complete configuration of the caller's
+    (e.g. a deployment's file with its ports and folders substituted); its ``DicomPort`` and
+    ``HttpPort`` must be ``dicom_port`` and ``http_port``, and ``aet``/``modalities`` are
+    then taken from it.
     """
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    config = orthanc_config(dicom_port, http_port, work_dir, aet=aet, modalities=modalities)
+    if config is None:
+        config = orthanc_config(dicom_port, http_port, work_dir, aet=aet, modalities=modalities)
+    else:
+        if modalities is not None:
+            raise ValueError("pass modalities inside config, not both")
+        if config.get("DicomPort") != dicom_port or config.get("HttpPort") != http_port:
+            raise ValueError(
+                f"config has DicomPort {config.get('DicomPort')!r} and HttpPort "
+                f"{config.get('HttpPort')!r}, not {dicom_port} and {http_port}"
+            )
+        aet = _check_aet(str(config.get("DicomAet", "ORTHANC")))
     cfg = work_dir / f"orthanc-{dicom_port}.json"
     cfg.write_text(json.dumps(config, indent=2), encoding="utf-8")
     argv = [orthanc_binary(), "--no-jobs", str(cfg)]
@@ -478,7 +494,7 @@ def start_orthanc(
         stop_timeout=10.0,
         config_path=cfg,
         http_port=http_port,
-        data_dir=Path(config["StorageDirectory"]),
+        data_dir=Path(config.get("StorageDirectory", work_dir / "OrthancStorage")),
     )
     try:
         wait_for_port(LOOPBACK, http_port, timeout, proc=peer)

@@ -360,6 +360,12 @@ LOCAL_LIMIT_EXCEEDED = Rejection(
 TEMPORARY_CONGESTION = Rejection(
     RejectResult.REJECTED_TRANSIENT, RejectSource.SERVICE_PROVIDER_PRESENTATION, 1
 )
+#: PS3.7 D.3.3.7.3: an authorization failure is rejected-permanent (retrying with the same
+#: identity cannot succeed), source "DICOM UL service-provider (ACSE related function)",
+#: whose only fitting reason in PS3.8 Table 9-21 is no-reason-given.
+USER_IDENTITY_REJECTED = Rejection(
+    RejectResult.REJECTED_PERMANENT, RejectSource.SERVICE_PROVIDER_ACSE, 1
+)
 
 
 @dataclass(frozen=True)
@@ -492,12 +498,14 @@ def negotiate(
     if policy.implementation_version_name:
         items.append(ImplementationVersionName(policy.implementation_version_name))
     identity = ui.user_identity if ui else None
+    identity_ac: UserIdentityAC | None = None
     if (
         identity is not None
         and identity.positive_response_requested
         and (user_identity_response is not None)
     ):
-        items.append(UserIdentityAC(user_identity_response))
+        identity_ac = UserIdentityAC(user_identity_response)
+        items.append(identity_ac)
     ac = AAssociateAC(
         called_ae_title=rq.called_ae_title,
         calling_ae_title=rq.calling_ae_title,
@@ -514,5 +522,6 @@ def negotiate(
         peer_implementation_class_uid=ui.implementation_class_uid if ui else None,
         peer_implementation_version_name=ui.implementation_version_name if ui else None,
         user_identity=identity,
+        user_identity_response=identity_ac,
     )
     return ac, negotiated
