@@ -164,7 +164,8 @@ class Retrieval:
     ``async for`` over it for what arrives (C-GET: each received instance; C-MOVE: each
     :class:`Progress`). Closing it early (``aclose()``, leaving ``async with``, or the task
     being cancelled) sends C-CANCEL-RQ; the result then has the Cancel status and the counts
-    so far."""
+    so far. A request still waiting for a slot of the operations window is withdrawn
+    instead: never sent, its result is Cancel with nothing done."""
 
     def __init__(
         self,
@@ -310,32 +311,48 @@ async def _drive(
     if retrieval._cancel_requested:
         await retrieval._send_cancel()  # asked for while the request was being sent
     service = retrieval.service
-    while True:
-        message, data = await assoc._response(op)
-        code = int(getattr(message, "status", 0))
-        remaining, completed, failed, warning = _counts(message)
-        info = status_info(code, service)
-        if is_pending(code):
-            progress = Progress(info, remaining, completed, failed, warning)
-            retrieval.progress = progress
-            if on_progress is not None:
-                on_progress(progress)
-            if emit_progress:
-                retrieval._emit(progress)
-            continue
-        result = RetrieveResult(info, completed, failed, warning, remaining)
-        if data:
-            assert op.context.transfer_syntax is not None
-            try:
-                ident = decode_dataset(data, op.context.transfer_syntax)
-                failed_uids = ident.get("FailedSOPInstanceUIDList", [])
-                if isinstance(failed_uids, str):
-                    failed_uids = [failed_uids]
-                result.failed_instances = [str(u) for u in failed_uids if u]
-            except Exception as exc:  # a broken identifier must not hide the result
-                log.warning("cannot read the final %s identifier: %s", service, exc)
-        retrieval.result = result
-        return result, message
+    try:
+        while True:
+            message, data = await assoc._response(op)
+            code = int(getattr(message, "status", 0))
+            remaining, completed, failed, warning = _counts(message)
+            info = status_info(code, service)
+            if is_pending(code):
+                progress = Progress(info, remaining, completed, failed, warning)
+                retrieval.progress = progress
+                if on_progress is not None:
+                    on_progress(progress)
+                if emit_progress:
+                    retrieval._emit(progress)
+                continue
+            result = RetrieveResult(info, completed, failed, warning, remaining)
+            if data:
+                assert op.context.transfer_syntax is not None
+                try:
+                    ident = decode_dataset(data, op.context.transfer_syntax)
+                    failed_uids = ident.get("FailedSOPInstanceUIDList", [])
+                    if isinstance(failed_uids, str):
+                        failed_uids = [failed_uids]
+                    result.failed_instances = [str(u) for u in failed_uids if u]
+                except Exception as exc:  # a broken identifier must not hide the result
+                    log.warning("cannot read the final %s identifier: %s", service, exc)
+            retrieval.result = result
+            return result, message
+    except BaseException:
+        _give_up(retrieval, op)
+        raise
+
+
+def _give_up(retrieval: Retrieval, op: _Outgoing) -> None:
+    """Nobody will read the rest of the responses (a progress callback raised, the task
+    was cancelled): ask the peer to stop (C-CANCEL) and let the final response complete
+    the operation in the background, so that its window slot is not held forever."""
+    assoc = retrieval._assoc
+    if assoc._outgoing.get(op.message_id) is not op:
+        return  # complete already
+    assoc._abandon(op)
+    if assoc._outgoing.get(op.message_id) is op and assoc.is_established:
+        assoc._spawn(retrieval._send_cancel())
 
 
 def _check_scp_role(assoc: Association) -> None:
@@ -693,7 +710,7 @@ async def serve_retrieve(assoc: Association, inc: _Incoming, message: CGetRQ | C
     failed_uids: list[str] = []
 
     sub: Association | None = None
-    if total and isinstance(message, CMoveRQ):
+    if total and isinstance(message, CMoveRQ) and not inc.cancelled.is_set():
         assert destination_address is not None
         try:
             sub = await _open_destination(
@@ -726,18 +743,17 @@ async def serve_retrieve(assoc: Association, inc: _Incoming, message: CGetRQ | C
             except asyncio.CancelledError:
                 raise
             except AssociationError as exc:
-                if isinstance(exc, NegotiationError):
-                    # No context for this instance's SOP class / transfer syntax.
-                    _sub_failed(assoc, service, item, exc)
-                    failed += 1
-                    failed_uids.extend(_uids_of([item]))
-                    continue
-                if storer is assoc:
-                    raise  # our own association is gone: nothing more can be sent
-                log.warning("#%d %s destination lost: %s", assoc.id, service, exc)
-                failed += len(found) - index
-                failed_uids.extend(_uids_of(found[index:]))
-                break
+                if not isinstance(exc, NegotiationError):
+                    if storer is assoc:
+                        raise  # our own association is gone: nothing more can be sent
+                    log.warning("#%d %s destination lost: %s", assoc.id, service, exc)
+                    failed += len(found) - index
+                    failed_uids.extend(_uids_of(found[index:]))
+                    break
+                # No context for this instance's SOP class / transfer syntax: it alone fails.
+                _sub_failed(assoc, service, item, exc)
+                failed += 1
+                failed_uids.extend(_uids_of([item]))
             except Exception as exc:
                 # This instance cannot be sent (unreadable file, no transfer syntax the
                 # peer accepts, a broken data set): it fails alone, the others go on.

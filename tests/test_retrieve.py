@@ -380,7 +380,9 @@ def _unsendable_jpeg_ls(folder: Path, study_of: Path) -> Path:
     """A real JPEG-LS MR image moved into ``study_of``'s study: it can only be sent as
     JPEG-LS (pydicom cannot re-encode it), so a peer that accepts MR only uncompressed
     cannot receive it."""
-    ds = dcmread(get_testdata_file("MR_small_jpeg_ls_lossless.dcm"))
+    source = get_testdata_file("MR_small_jpeg_ls_lossless.dcm")
+    assert isinstance(source, str)
+    ds = dcmread(source)
     ds.StudyInstanceUID = study_uid(study_of)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "jpeg-ls.dcm"
@@ -393,22 +395,35 @@ async def test_sub_operation_failures_are_counted_and_named(
     service: str, ten_studies: list[list[Path]], tmp_path: Path
 ) -> None:
     """Local failures of single sub-operations (a file that cannot be read, one that cannot
-    be sent in any accepted transfer syntax, a broken data set) fail those sub-operations
-    only: the rest is sent, the association survives, the final status is B000 and the
-    Failed SOP Instance UID List names every failed instance whose UID is known."""
+    be sent in any accepted transfer syntax, a SOP class the peer did not accept, a broken
+    data set) fail those sub-operations only: the rest is sent, the association survives,
+    every sub-operation gets its Pending response, the final status is B000 and the Failed
+    SOP Instance UID List names every failed instance whose UID is known."""
     study = ten_studies[5]
     jpeg_ls = _unsendable_jpeg_ls(tmp_path / "bad", study[0])
     garbage = tmp_path / "bad" / "garbage.dcm"
     garbage.write_bytes(b"this is not DICOM" * 20)
     indexed_garbage = IndexEntry(garbage, "1.2.826.0.1.3680043.2.1143.4242")
+    unknown_class = Dataset()  # a SOP class no peer here accepts: no presentation context
+    unknown_class.SOPClassUID = "1.2.826.0.1.3680043.2.1143.99"
+    unknown_class.SOPInstanceUID = "1.2.826.0.1.3680043.2.1143.4444"
+    unknown_class.PatientID = "ODD"
     broken = Dataset()  # no SOP Class UID: cannot be sent
     broken.SOPInstanceUID = "1.2.826.0.1.3680043.2.1143.4343"
     # The JPEG-LS file comes first: its failure must not stop the others.
-    archive = FileArchive([jpeg_ls, *study], extra=[indexed_garbage, garbage, broken])
+    archive = FileArchive(
+        [jpeg_ls, *study], extra=[indexed_garbage, unknown_class, garbage, broken]
+    )
     uncompressed = contexts.STORAGE_TRANSFER_SYNTAXES
+    progress: list[Progress] = []
     async with (
         aiodimse.StorageServer(
-            "DEST", 0, host=LOCAL, directory=tmp_path / "dest", transfer_syntaxes=uncompressed
+            "DEST",
+            0,
+            host=LOCAL,
+            directory=tmp_path / "dest",
+            transfer_syntaxes=uncompressed,
+            accept_unknown_storage=False,
         ) as scp,
         aiodimse.Server(
             archive, LOCAL, 0, ae_title="QR", destinations={"DEST": (LOCAL, scp.port)}
@@ -423,16 +438,20 @@ async def test_sub_operation_failures_are_counted_and_named(
     ):
         query = _study_query(study[0])
         if service == "get":
-            result = await assoc.get(query, sink=DirectorySink(tmp_path / "dest"))
+            sink = DirectorySink(tmp_path / "dest")
+            result = await assoc.get(query, sink=sink, on_progress=progress.append)
         else:
-            result = await assoc.move(query, "DEST", receive=scp)
+            result = await assoc.move(query, "DEST", receive=scp, on_progress=progress.append)
         assert result.status.code == SOME_FAILED
-        assert (result.completed, result.failed, result.warning) == (3, 4, 0)
+        assert (result.completed, result.failed, result.warning) == (3, 5, 0)
         assert set(result.failed_instances) == {
             read_part10(jpeg_ls).sop_instance_uid,
             indexed_garbage.sop_instance_uid,
+            str(unknown_class.SOPInstanceUID),
             str(broken.SOPInstanceUID),
         }
+        _consistent(progress, 8)
+        assert [p.remaining for p in progress] == list(range(7, 0, -1))
         assert received(tmp_path / "dest") == originals(study)
         await assoc.echo()
 
@@ -578,6 +597,113 @@ async def test_cancel_before_the_request_was_sent(ten_studies: list[list[Path]])
         result = retrieval.result
         assert result is not None and result.status.code == CANCEL
         assert (result.completed, result.failed, result.warning, result.instances) == (0, 0, 0, [])
+        # Leaving ``async with`` before the request went out withdraws it too.
+        async with assoc.get(_study_query(ten_studies[0][0])) as withdrawn:
+            pass
+        assert withdrawn.result is not None and withdrawn.result.status.code == CANCEL
+        await assoc.echo()
+        assert archive.requests == []
+
+
+@pytest.mark.parametrize("service", ["move", "get"])
+async def test_cancel_while_the_request_is_being_sent(
+    service: str, big_study: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while its request is on its way out (it cannot be withdrawn half-sent):
+    the C-CANCEL-RQ follows the request as soon as it is out."""
+    archive = FileArchive(big_study)
+
+    async def until_scp_saw_cancel() -> None:
+        await archive.requests[-1].wait_cancelled()
+
+    sink = HoldingSink(tmp_path / "in", 1, until_scp_saw_cancel)
+    async with (
+        qr_with_destination(archive, sink) as (qr, scp),
+        aiodimse.connect(
+            LOCAL,
+            qr.port,
+            called_ae="QR",
+            contexts=contexts.for_get() + contexts.query_retrieve(find=False, get=False),
+            timeouts=QUICK,
+        ) as assoc,
+    ):
+        sending = asyncio.Event()
+        go_on = asyncio.Event()
+        send = assoc.send_message
+
+        async def slow_send(context_id: int, message: Any, dataset: Any = None) -> None:
+            if type(message).__name__ in ("CGetRQ", "CMoveRQ"):
+                sending.set()
+                await go_on.wait()
+            await send(context_id, message, dataset)
+
+        monkeypatch.setattr(assoc, "send_message", slow_send)
+        query = _study_query(big_study[0])
+        retrieval: Retrieval
+        if service == "move":
+            retrieval = assoc.move(query, "DEST", receive=scp)
+        else:
+            retrieval = assoc.get(query, sink=sink)
+
+        async def run() -> Any:
+            return await retrieval
+
+        task = asyncio.create_task(run())
+        await asyncio.wait_for(sending.wait(), 5)
+        task.cancel()
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert not task.done()  # waits for the final response
+        go_on.set()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
+        result = retrieval.result
+        assert result is not None and result.status.code == CANCEL
+        # The C-CANCEL-RQ follows the request at once: the SCP sees it before its first
+        # sub-operation, or during it (the first instance is held until it has).
+        assert result.completed in (0, 1)
+        counted = result.completed + result.failed + result.warning + (result.remaining or 0)
+        assert counted == len(big_study)
+        assert archive.requests[-1].cancelled
+        await assoc.echo()
+
+
+@pytest.mark.parametrize("service", ["move", "get"])
+async def test_progress_callback_raising_cancels_and_frees_the_association(
+    service: str, big_study: list[Path], tmp_path: Path
+) -> None:
+    """An exception in ``on_progress`` reaches the caller; the operation is cancelled on the
+    peer and its slot of the operations window freed, so the association goes on."""
+    archive = FileArchive(big_study)
+
+    async def until_scp_saw_cancel() -> None:
+        await archive.requests[-1].wait_cancelled()
+
+    sink = HoldingSink(tmp_path / "in", HOLD_AT, until_scp_saw_cancel)
+
+    def fussy(progress: Progress) -> None:
+        if progress.completed == 3:
+            raise RuntimeError("enough")
+
+    async with (
+        qr_with_destination(archive, sink) as (qr, scp),
+        aiodimse.connect(
+            LOCAL,
+            qr.port,
+            called_ae="QR",
+            contexts=contexts.for_get() + contexts.query_retrieve(find=False, get=False),
+            timeouts=QUICK,
+        ) as assoc,
+    ):
+        query = _study_query(big_study[0])
+        with pytest.raises(RuntimeError, match="enough"):
+            if service == "move":
+                await assoc.move(query, "DEST", receive=scp, on_progress=fussy)
+            else:
+                await assoc.get(query, sink=sink, on_progress=fussy)
+        assert (await asyncio.wait_for(assoc.echo(), 5)).code == SUCCESS
+        assert archive.requests[-1].cancelled
+        assert len(received(tmp_path / "in")) < len(big_study)
 
 
 # -- the asynchronous operations window (PS3.7 D.3.3.3) ----------------------------------------
@@ -706,11 +832,9 @@ async def test_window_of_one_serializes(
     ):
         assert assoc.negotiated is not None
         assert (assoc.negotiated.max_invoked, assoc.negotiated.max_performed) == (1, 1)
-        *statuses, matches = await asyncio.gather(
-            *(assoc.store(p) for p in files),
-            assoc.find(
-                {"QueryRetrieveLevel": "PATIENT", "PatientID": ""}, model="patient"
-            ).collect(),
+        matching = assoc.find({"QueryRetrieveLevel": "PATIENT", "PatientID": ""}, model="patient")
+        matches, statuses = await asyncio.gather(
+            matching.collect(), asyncio.gather(*(assoc.store(p) for p in files))
         )
         assert [s.code for s in statuses] == [SUCCESS] * len(files)
         assert len(matches) == 1
