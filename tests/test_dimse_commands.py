@@ -342,6 +342,49 @@ def test_zero_length_optional_numbers_are_absent() -> None:
     assert decode_command(body) == CGetRSP(message_id_being_responded_to=4)
 
 
+# C-GET-RSP as Orthanc 1.10 sends it when a sub-operation failed: the Failed SOP Instance
+# UID List (0008,0058), with its group length, follows the command group in the command PDV.
+ORTHANC_FAILED_GET_RSP = bytes.fromhex(
+    "00000000040000006a000000000002001c000000312e322e3834302e31303030382e352e312e342e312e32"
+    "2e322e3300000000010200000010800000200102000000010000000008020000000101000000090200000000"
+    "c0000021100200000000000000221002000000010000002310020000000000080000000400000036000000"
+    "080058002e000000312e332e362e312e342e312e353936322e312e312e382e312e332e3230303430383236"
+    "3138353035392e35343537"
+)
+
+
+def test_status_detail_after_the_command_group_is_skipped() -> None:
+    assert decode_command(ORTHANC_FAILED_GET_RSP) == CGetRSP(
+        message_id_being_responded_to=1,
+        affected_sop_class_uid="1.2.840.10008.5.1.4.1.2.2.3",
+        status=0xC000,
+        number_of_completed_suboperations=0,  # no (0000,1020) in a final response
+        number_of_failed_suboperations=1,
+        number_of_warning_suboperations=0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("trailer", "message"),
+    [
+        (struct.pack("<HHI", 0x0008, 0x0058, 10) + b"1.2", "(0008,0058)"),  # truncated
+        (struct.pack("<HHI", 0x0008, 0x0058, 0) + b"\x00\x00", "truncated"),
+        (struct.pack("<HHI", 0x0008, 0x0058, 0) + _us(0x0110, 5), "(0000,0110)"),  # group 0000
+    ],
+)
+def test_malformed_status_detail_raises(trailer: bytes, message: str) -> None:
+    data = _with_group_length(ECHO_BODY) + trailer
+    with pytest.raises(DIMSEError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        decode_command(data)
+
+
+def test_elements_inside_the_declared_group_must_be_group_0000() -> None:
+    # The group length covers the foreign element: it is inside the command group.
+    body = ECHO_BODY + struct.pack("<HHI", 0x0008, 0x0016, 0)
+    with pytest.raises(DIMSEError, match=r"\(0008,0016\)"):
+        decode_command(_with_group_length(body))
+
+
 # -- malformed input -------------------------------------------------------------------------
 
 

@@ -458,10 +458,26 @@ def _decode_value(raw: bytes, kind: int, attr: str) -> int | str | tuple[int, ..
     return tuple((words[i] << 16) | words[i + 1] for i in range(0, len(words), 2))
 
 
+def _skip_trailing_elements(buf: bytes, start: int, size: int) -> int:
+    """Check that ``buf[start:size]`` is whole elements of groups after 0000; return start."""
+    offset = start
+    while offset < size:
+        if size - offset < 8:
+            raise DIMSEError(f"command set truncated in an element header at byte {offset}")
+        group, elem, length = _unpack_header(buf, offset)
+        offset += 8
+        if group == 0x0000 or length > size - offset:
+            raise DIMSEError(f"element ({group:04X},{elem:04X}) in a command set")
+        offset += length
+    return start
+
+
 def decode_command(data: bytes | bytearray | memoryview) -> Message:
     """Parse a complete command set. Raises only :class:`~aiodimse.errors.DIMSEError`.
 
-    Unknown group 0000 elements are skipped; an element of another group, a duplicate,
+    Unknown group 0000 elements are skipped, and so are elements of later groups that
+    follow the end of the group as its Command Group Length gives it (status detail some
+    peers append). Any other element of another group, a duplicate,
     a truncated element, a wrong Command Group Length, an unknown Command Field, a value
     of the wrong length for its VR or a missing required field is an error.
     """
@@ -477,7 +493,13 @@ def decode_command(data: bytes | bytearray | memoryview) -> Message:
         offset += 8
         if group != 0x0000:
             # PS3.7 6.3.1: the command set holds group 0000 elements only.
-            raise DIMSEError(f"element ({group:04X},{elem:04X}) in a command set")
+            if group_length is None or group_length[0] != offset - 8 - group_length[1]:
+                raise DIMSEError(f"element ({group:04X},{elem:04X}) in a command set")
+            # DCMTK-based peers (Orthanc 1.10's C-GET SCP) append status detail such as
+            # (0008,0058) after the group; the Command Group Length (PS3.7 E.1) says where
+            # the command ends, so well-formed elements after it are skipped.
+            size = _skip_trailing_elements(buf, offset - 8, size)
+            break
         if length > size - offset:
             raise DIMSEError(
                 f"element (0000,{elem:04X}) claims {length} bytes, {size - offset} remain"
