@@ -72,6 +72,9 @@ UNABLE_TO_PROCESS = 0xC001
 OUT_OF_RESOURCES = 0xA700
 SOP_CLASS_NOT_SUPPORTED = 0x0122
 CANNOT_UNDERSTAND = 0xC000
+
+#: C-FIND matches sent between two turns of the event loop.
+_YIELD_EVERY = 8
 UNRECOGNIZED_OPERATION = 0x0211
 
 
@@ -434,6 +437,11 @@ class ServiceProvider(AssociationLink):
                         else encode_dataset(match, context.transfer_syntax),
                     )
                     sent += 1
+                    if not sent % _YIELD_EVERY:
+                        # Let the loop read what the peer sent meanwhile (a C-CANCEL-RQ,
+                        # PS3.7 9.1.2.1.1): a handler that never awaits would otherwise send
+                        # every match before the cancel is seen, and hold up the others.
+                        await asyncio.sleep(0)
                 else:
                     if inc.cancelled.is_set():
                         status = CANCEL

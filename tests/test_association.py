@@ -36,7 +36,7 @@ from pydicom.uid import UID
 
 import aiodimse
 from aiodimse import contexts, uids
-from aiodimse.enums import AbortSource, PDUType, RejectResult, RejectSource
+from aiodimse.enums import AbortReason, AbortSource, PDUType, RejectResult, RejectSource
 from aiodimse.errors import (
     AiodimseError,
     AssociationAborted,
@@ -49,6 +49,7 @@ from aiodimse.errors import (
 from aiodimse.pdu import (
     AAbort,
     AAssociateAC,
+    AAssociateRJ,
     AAssociateRQ,
     PDataTF,
     PDUReader,
@@ -57,6 +58,7 @@ from aiodimse.pdu import (
 )
 from aiodimse.scp import FindRequest, Request, StoreRequest
 from aiodimse.storage import StoredInstance
+from aiodimse.testing.peers import free_port
 from aiodimse.testing.synthetic import SUPPORTED_TRANSFER_SYNTAXES, make_study, write_study
 from aiodimse.ul.negotiation import (
     AcceptorPolicy,
@@ -274,7 +276,7 @@ class Relay:
                 framer.feed(data)
                 while (raw := framer.next_raw()) is not None:
                     self.pdus[direction].append((raw[0], len(raw) - 6))
-                    self.raw[direction].append(raw)
+                    self.raw[direction].append(bytes(raw))
                 sink.write(data)
                 await sink.drain()
         finally:
@@ -595,6 +597,45 @@ async def test_find_bare_break_still_cancels() -> None:
         assert handler.saw_cancel == [True]
 
 
+class FastMatches:
+    """A handler that never awaits: thousands of matches, checking for a cancel in between."""
+
+    def __init__(self) -> None:
+        self.produced = 0
+        self.saw_cancel = False
+
+    async def on_find(self, request: FindRequest) -> AsyncIterator[Dataset]:
+        for i in range(5000):
+            if request.cancelled:
+                self.saw_cancel = True
+                return
+            ds = Dataset()
+            ds.QueryRetrieveLevel = "PATIENT"
+            ds.PatientID = f"P{i:05d}"
+            self.produced += 1
+            yield ds
+
+
+async def test_find_cancel_reaches_a_handler_that_never_awaits() -> None:
+    handler = FastMatches()
+    async with (
+        aiodimse.Server(handler, LOCAL, 0, ae_title="QR", timeouts=QUICK) as qr,
+        connect(qr.port, called_ae="QR") as assoc,
+    ):
+        matches = assoc.find({"QueryRetrieveLevel": "PATIENT"}, model="patient")
+        got: list[Dataset] = []
+        async with matches:
+            async for match in matches:
+                got.append(match)
+                if len(got) == 5:
+                    break
+        assert [m.PatientID for m in got] == [f"P{i:05d}" for i in range(5)]
+        # The SCP reads the C-CANCEL while it sends matches, not after all of them.
+        assert matches.status is not None and matches.status.code == CANCEL
+        assert handler.saw_cancel and handler.produced < 5000
+        assert (await assoc.echo()).code == SUCCESS
+
+
 async def test_find_collect_and_status() -> None:
     async with (
         aiodimse.Server(BigMatches(), LOCAL, 0, ae_title="QR", timeouts=QUICK) as qr,
@@ -904,6 +945,48 @@ async def fake_peer(
     server = await asyncio.start_server(serve, LOCAL, 0)
     try:
         yield int(server.sockets[0].getsockname()[1]), closed
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_nobody_listening() -> None:
+    port = free_port()
+    with pytest.raises(aiodimse.AssociationError, match=f"cannot connect to 127.0.0.1:{port}"):
+        await connect(port)
+
+
+@pytest.mark.parametrize(
+    ("reply", "error", "words"),
+    [
+        (b"", ConnectionLost, "closed without a release or an abort"),
+        (
+            AAbort(AbortSource.SERVICE_PROVIDER, AbortReason.UNRECOGNIZED_PDU).encode(),
+            AssociationAborted,
+            "service-provider: unrecognized-PDU",
+        ),
+        (
+            AAssociateRJ(
+                RejectResult.REJECTED_TRANSIENT, RejectSource.SERVICE_PROVIDER_PRESENTATION, 1
+            ).encode(),
+            AssociationRejected,
+            "temporary-congestion",
+        ),
+    ],
+)
+async def test_association_request_answered_otherwise(
+    reply: bytes, error: type[Exception], words: str
+) -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(6)
+        writer.write(reply)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, LOCAL, 0)
+    try:
+        with pytest.raises(error, match=words):
+            await connect(int(server.sockets[0].getsockname()[1]))
     finally:
         server.close()
         await server.wait_closed()
