@@ -13,6 +13,7 @@ further and let lengths, reserved fields and types be anything at all.
 from __future__ import annotations
 
 import struct
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeAlias
@@ -721,8 +722,14 @@ class PDataTF:
     items: tuple[PresentationDataValue, ...]
 
     def encode(self) -> bytes:
-        body = b"".join(i.encode() for i in self.items)
-        return _HEADER.pack(self.pdu_type, 0, len(body)) + body
+        parts: list[bytes | memoryview] = [b""]
+        size = 0
+        for item in self.items:
+            parts.append(_PDV_HEADER.pack(len(item.data) + 2, item.context_id, item.control))
+            parts.append(item.data)
+            size += len(item.data) + 6
+        parts[0] = _HEADER.pack(self.pdu_type, 0, size)
+        return b"".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -927,52 +934,100 @@ class PDUReader:
     to send.
     """
 
-    __slots__ = ("_buf", "_pos", "max_other_length", "max_pdata_length")
+    __slots__ = ("_chunks", "_offset", "_size", "max_other_length", "max_pdata_length")
 
     def __init__(
         self, max_pdata_length: int = 0, max_other_length: int = DEFAULT_MAX_ASSOCIATION_PDU
     ) -> None:
-        self._buf = bytearray()
-        self._pos = 0
+        # Received chunks are kept as they came (no copy into a growing buffer): a PDU that
+        # lies within one chunk is returned as a view of it, one that spans chunks is
+        # joined once.
+        self._chunks: deque[bytes] = deque()
+        self._offset = 0  # bytes of _chunks[0] already returned
+        self._size = 0  # bytes received and not yet returned
         self.max_pdata_length = max_pdata_length
         self.max_other_length = max_other_length
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append received bytes."""
-        if self._pos and self._pos >= len(self._buf) // 2:
-            del self._buf[: self._pos]
-            self._pos = 0
-        self._buf += data
+        if data:
+            self._chunks.append(data if type(data) is bytes else bytes(data))
+            self._size += len(data)
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as PDUs."""
-        return len(self._buf) - self._pos
+        return self._size
 
     def _limit(self, pdu_type: int) -> int:
         if pdu_type == PDUType.P_DATA_TF and self.max_pdata_length:
             return self.max_pdata_length
         return self.max_other_length
 
-    def next_raw(self) -> bytes | None:
-        """The next whole PDU as bytes (header included), or None if more bytes are needed.
+    def _take(self, n: int) -> bytes | memoryview:
+        """Remove and return the next ``n`` buffered bytes (``n <= self._size``)."""
+        chunks = self._chunks
+        first = chunks[0]
+        off = self._offset
+        self._size -= n
+        if len(first) - off >= n:
+            if off == 0 and len(first) == n:
+                chunks.popleft()
+                return first
+            end = off + n
+            if end == len(first):
+                chunks.popleft()
+                self._offset = 0
+            else:
+                self._offset = end
+            return memoryview(first)[off:end]
+        parts: list[bytes | memoryview] = []
+        while n:
+            chunk = chunks[0]
+            avail = len(chunk) - off
+            if avail <= n:
+                parts.append(memoryview(chunk)[off:] if off else chunk)
+                chunks.popleft()
+                n -= avail
+                off = 0
+            else:
+                parts.append(memoryview(chunk)[off : off + n])
+                off += n
+                n = 0
+        self._offset = off
+        return b"".join(parts)
+
+    def _header(self) -> tuple[int, int]:
+        first = self._chunks[0]
+        if len(first) - self._offset >= 6:
+            pdu_type, _reserved, length = _HEADER.unpack_from(first, self._offset)
+        else:
+            head = bytearray()
+            off = self._offset
+            for chunk in self._chunks:
+                head += chunk[off : off + 6 - len(head)]
+                off = 0
+                if len(head) >= 6:
+                    break
+            pdu_type, _reserved, length = _HEADER.unpack(head)
+        return pdu_type, length
+
+    def next_raw(self) -> bytes | memoryview | None:
+        """The next whole PDU (header included), or None if more bytes are needed.
 
         Raises PDUTooLarge as soon as a header declares more than the limit.
         """
-        buf, pos = self._buf, self._pos
-        if len(buf) - pos < 6:
+        if self._size < 6:
             return None
-        pdu_type, _reserved, length = _HEADER.unpack_from(buf, pos)
+        pdu_type, length = self._header()
         limit = self._limit(pdu_type)
         if length > limit:
             raise PDUTooLarge(
                 f"PDU 0x{pdu_type:02X} declares {length} bytes, more than the limit of {limit}"
             )
-        end = pos + 6 + length
-        if len(buf) < end:
+        if self._size < 6 + length:
             return None
-        self._pos = end
-        return bytes(buf[pos:end])
+        return self._take(6 + length)
 
     def next_pdu(self) -> PDU | None:
         """The next whole decoded PDU, or None if more bytes are needed."""
