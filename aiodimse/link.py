@@ -17,7 +17,7 @@ import os
 import socket
 import ssl as _ssl
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
@@ -45,6 +45,7 @@ from .pdu import (
     PDataTF,
     PDUReader,
     decode_pdu,
+    encode_pdata_header,
     pdata_fragments,
     pdu_summary,
 )
@@ -64,7 +65,7 @@ from .ul.fsm import (
 )
 from .ul.negotiation import Negotiated, NegotiatedContext
 
-__all__ = ["AssociationLink", "DataTarget", "MemoryTarget", "Timeouts"]
+__all__ = ["AssociationLink", "DataTarget", "FileRegion", "MemoryTarget", "Timeouts"]
 
 log = logging.getLogger("aiodimse.association")
 
@@ -77,6 +78,8 @@ _RESPONSE_QUEUE_HIGH = 256
 _RESPONSE_QUEUE_LOW = 64
 #: Bytes written per batch before awaiting the transport's drain.
 _WRITE_BATCH = 4 * 1024 * 1024
+#: PDV size when the peer sets no maximum length (PS3.8 D.1: 0 = unlimited).
+_UNLIMITED_ROOM = 1024 * 1024 - 6
 
 _ids = itertools.count(1)
 
@@ -181,6 +184,84 @@ def _tls_reason(exc: OSError) -> str:
             " client certificate, or we sent none, or it does not speak TLS)"
         )
     return str(exc)
+
+
+@dataclass(frozen=True, slots=True)
+class FileRegion:
+    """A data set to send straight from a file: ``length`` bytes at ``offset``.
+
+    ``pad`` adds one NUL after them (PS3.5 A.5: a deflated stream of odd length is padded).
+    """
+
+    path: str
+    offset: int
+    length: int
+    pad: bool = False
+
+    @property
+    def size(self) -> int:
+        return self.length + (1 if self.pad else 0)
+
+
+def _wire_images(
+    context_id: int,
+    room: int,
+    head: bytes,
+    data: bytes | bytearray | memoryview | FileRegion,
+    batch: int = _WRITE_BATCH,
+) -> Iterator[bytearray]:
+    """The P-DATA-TF PDUs of a data set (preceded by the command's, ``head``), laid out in
+    contiguous buffers of about ``batch`` bytes: each PDV header is written in place and
+    the data copied (or read from the file) right behind it, so the data is copied once
+    on its way to the socket and a batch needs one write."""
+    total = data.size if isinstance(data, FileRegion) else len(data)
+    fragments = max(1, -(-total // room))
+    per_image = max(1, batch // room)
+    source = memoryview(data) if not isinstance(data, FileRegion) else None
+    fh = None
+    if isinstance(data, FileRegion):
+        fh = open(data.path, "rb", buffering=0)  # closed below
+        fh.seek(data.offset)
+    try:
+        done = 0  # data bytes laid out so far
+        fragment = 0
+        while fragment < fragments:
+            count = min(per_image, fragments - fragment)
+            first = fragment == 0
+            span = min(total - done, count * room)
+            image = bytearray(span + 12 * count + (len(head) if first else 0))
+            view = memoryview(image)
+            pos = 0
+            if first:
+                view[: len(head)] = head
+                pos = len(head)
+            for _ in range(count):
+                size = min(room, total - done)
+                last = fragment == fragments - 1
+                view[pos : pos + 12] = encode_pdata_header(context_id, 0x02 if last else 0, size)
+                pos += 12
+                if source is not None:
+                    view[pos : pos + size] = source[done : done + size]
+                else:
+                    assert fh is not None and isinstance(data, FileRegion)
+                    want = min(size, data.length - done)  # the pad byte is already 0
+                    _read_into(fh, view[pos : pos + want], data.path)
+                pos += size
+                done += size
+                fragment += 1
+            yield image
+    finally:
+        if fh is not None:
+            fh.close()
+
+
+def _read_into(fh: Any, view: memoryview, path: str) -> None:
+    filled = 0
+    while filled < len(view):
+        n = fh.readinto(view[filled:])
+        if not n:
+            raise OSError(f"{path}: the file ended {len(view) - filled} bytes early")
+        filled += n
 
 
 class _Protocol(asyncio.Protocol):
@@ -330,6 +411,7 @@ class AssociationLink:
         # A message (or PDU) partly received: the time of its last byte, and the timer that
         # gives up on it after the DIMSE timeout.
         self._stall: asyncio.TimerHandle | None = None
+        self._last_activity = 0.0
         self._last_received = 0.0
         self._established: asyncio.Future[Negotiated] = self.loop.create_future()
         self._closed: asyncio.Future[None] = self.loop.create_future()
@@ -792,19 +874,28 @@ class AssociationLink:
     # -- idle timer -------------------------------------------------------------------------
 
     def _touch(self) -> None:
+        """Note activity. The idle timer is re-armed lazily from the last activity time,
+        so that this costs a clock read per received chunk, not a timer reschedule."""
         if self.timeouts.idle is None or self._closed.done():
             return
-        if self._idle is not None:
-            self._idle.cancel()
-        self._idle = self.loop.call_later(self.timeouts.idle, self._idle_expired)
+        self._last_activity = self.loop.time()
+        if self._idle is None:
+            self._idle = self.loop.call_later(self.timeouts.idle, self._idle_expired)
 
     def _idle_expired(self) -> None:
         self._idle = None
+        idle = self.timeouts.idle
+        if idle is None or self._closed.done():
+            return
+        left = self._last_activity + idle - self.loop.time()
+        if left > 0:
+            self._idle = self.loop.call_later(left, self._idle_expired)
+            return
         if self._outgoing or self._incoming or self._receiving is not None:
             self._touch()
             return
         if self.is_established and not self._releasing:
-            log.info("#%d idle for %s s: releasing", self.id, self.timeouts.idle)
+            log.info("#%d idle for %s s: releasing", self.id, idle)
             self._spawn(self.release())
 
     # -- partly received messages -------------------------------------------------------------
@@ -866,13 +957,15 @@ class AssociationLink:
         self,
         context_id: int,
         message: Message,
-        dataset: bytes | memoryview | Iterable[bytes | memoryview] | None = None,
+        dataset: bytes | memoryview | FileRegion | Iterable[bytes | memoryview] | None = None,
     ) -> None:
         """Send one DIMSE message (command, then data set if any) as P-DATA-TF PDUs.
 
-        Messages never interleave (one send lock per association). The data set may be one
-        buffer or an iterable of pieces (each a multiple of the PDV room except the last).
-        A failure part-way through a message aborts the association: it cannot be reused.
+        Messages never interleave (one send lock per association). The data set may be a
+        buffer, a :class:`FileRegion` (read straight into the outgoing PDUs, never held
+        whole in memory) or an iterable of pieces. The PDUs are laid out in batches of a
+        few MiB, each written with one call, then the transport is drained. A failure
+        part-way through a message aborts the association: it cannot be reused.
         """
         command = encode_command(message)
         async with self._send_lock:
@@ -882,27 +975,21 @@ class AssociationLink:
                 max_pdu = 64
             started = False
             try:
-                batch: list[bytes | memoryview] = list(
-                    pdata_fragments(context_id, True, command, max_pdu)
-                )
-                size = 0
+                head = b"".join(pdata_fragments(context_id, True, command, max_pdu))
                 if dataset is None:
-                    pass
-                elif isinstance(dataset, (bytes, bytearray, memoryview)):
-                    view = memoryview(dataset)
-                    step = _WRITE_BATCH - _WRITE_BATCH % (max_pdu - 6) if max_pdu else len(view)
-                    step = step or len(view) or 1
-                    for pos in range(0, max(len(view), 1), step):
-                        chunk = view[pos : pos + step]
-                        last = pos + step >= len(view)
-                        batch.extend(pdata_fragments(context_id, False, chunk, max_pdu, last=last))
-                        size += len(chunk)
-                        if size >= _WRITE_BATCH and not last:
-                            self._send_pdata(batch)
-                            started = True
-                            batch, size = [], 0
-                            await self._drain()
+                    self._send_pdata(head)
+                    started = True
+                    await self._drain()
+                elif isinstance(dataset, (bytes, bytearray, memoryview, FileRegion)):
+                    # Even-sized fragments: some peers refuse odd-length data set fragments.
+                    room = (max_pdu - 6) & ~1 if max_pdu else _UNLIMITED_ROOM
+                    for image in _wire_images(context_id, room, head, dataset):
+                        self._send_pdata(image)
+                        started = True
+                        await self._drain()
                 else:
+                    batch: list[bytes | memoryview] = [head]
+                    size = 0
                     pending: bytes | memoryview | None = None
                     for piece in dataset:
                         if pending is not None:
@@ -919,9 +1006,9 @@ class AssociationLink:
                     batch.extend(
                         pdata_fragments(context_id, False, pending or b"", max_pdu, last=True)
                     )
-                self._send_pdata(batch)
-                started = True
-                await self._drain()
+                    self._send_pdata(batch)
+                    started = True
+                    await self._drain()
             except BaseException:
                 if started and not self._closed.done():
                     # Half a message is on the wire: the association is unusable now.
@@ -930,7 +1017,7 @@ class AssociationLink:
         if self._idle is not None:
             self._touch()
 
-    def _send_pdata(self, buffers: list[bytes | memoryview]) -> None:
+    def _send_pdata(self, buffers: bytes | bytearray | list[bytes | memoryview]) -> None:
         self._check_sendable()
         # The whole batch is one P-DATA request primitive (Evt9): one state check, one write.
         self._handle(Event.EVT9, buffers)
@@ -948,7 +1035,7 @@ class AssociationLink:
         self,
         context: NegotiatedContext,
         build: Callable[[int], Message],
-        dataset: bytes | memoryview | Iterable[bytes | memoryview] | None = None,
+        dataset: bytes | memoryview | FileRegion | Iterable[bytes | memoryview] | None = None,
         *,
         on_message_id: Callable[[int], None] | None = None,
         avoid_message_id: Callable[[int], bool] | None = None,

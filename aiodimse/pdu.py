@@ -1069,9 +1069,14 @@ def pdata_fragments(
     base = 0x01 if is_command else 0x00
     view = data if isinstance(data, memoryview) else memoryview(data)
     total = len(view)
-    room = max_pdu_length - 6 if max_pdu_length else total
-    if room < 1 and total:
-        raise ValueError(f"maximum PDU length {max_pdu_length} leaves no room for data")
+    if max_pdu_length:
+        room = max_pdu_length - 6
+        if room < 1 and total:
+            raise ValueError(f"maximum PDU length {max_pdu_length} leaves no room for data")
+        if room > 1:
+            room &= ~1  # even-sized fragments: some peers refuse odd-length ones
+    else:
+        room = total
     if total <= room:
         yield encode_pdata_header(context_id, base | (0x02 if last else 0), total)
         if total:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydicom import Dataset
@@ -18,13 +18,12 @@ from .dicomfile import (
     dataset_bytes,
     decode_dataset,
     encode_dataset,
-    iter_dataset_chunks,
     read_part10,
 )
 from .dimse.commands import CEchoRQ, CFindRQ, CStoreRQ, Message, Priority
 from .dimse.status import StatusCategory, StatusInfo, is_pending, status_info
 from .errors import NegotiationError, StatusError, TransferSyntaxError
-from .link import AssociationLink, _Outgoing
+from .link import AssociationLink, FileRegion, _Outgoing
 from .query import model_uid, to_dataset
 from .ul.negotiation import NegotiatedContext
 
@@ -36,8 +35,6 @@ __all__ = ["MultiResponse", "ServiceUser"]
 
 log = logging.getLogger("aiodimse.scu")
 
-#: Files larger than this are sent in pieces rather than read whole.
-_STREAM_ABOVE = 64 * 1024 * 1024
 
 T = TypeVar("T")
 
@@ -125,7 +122,7 @@ class ServiceUser(AssociationLink):
 
     def _prepare_store(
         self, source: StoreSource
-    ) -> tuple[NegotiatedContext, str, str, bytes | memoryview | Iterable[bytes]]:
+    ) -> tuple[NegotiatedContext, str, str, bytes | memoryview | FileRegion]:
         if isinstance(source, Dataset):
             sop_class = str(source.SOPClassUID)
             sop_instance = str(source.SOPInstanceUID)
@@ -151,17 +148,11 @@ class ServiceUser(AssociationLink):
             ) from None
         return context, info.sop_class_uid, info.sop_instance_uid, data
 
-    def _file_data(self, info: Part10Info) -> bytes | Iterable[bytes]:
+    def _file_data(self, info: Part10Info) -> FileRegion:
         # PS3.5 A.5: a deflated bit stream of odd length is followed by one NUL byte. Files
         # that lack it are sent with it (peers refuse odd-length fragments).
-        pad = info.dataset_length & 1 and _is_deflated(info.transfer_syntax_uid)
-        if info.dataset_length <= _STREAM_ABOVE:
-            data = dataset_bytes(info.path, info)
-            return data + b"\x00" if pad else data
-        assert self.negotiated is not None
-        room = (self.negotiated.peer_max_pdu or (1 << 20)) - 6
-        chunks = iter_dataset_chunks(info.path, info, chunk_size=room * max(1, (4 << 20) // room))
-        return _pad_last(chunks) if pad else chunks
+        pad = bool(info.dataset_length & 1) and _is_deflated(info.transfer_syntax_uid)
+        return FileRegion(info.path, info.dataset_offset, info.dataset_length, pad)
 
     # -- C-FIND ---------------------------------------------------------------------------
 
@@ -264,17 +255,6 @@ class ServiceUser(AssociationLink):
             check=check,
             arrival_timeout=arrival_timeout,
         )
-
-
-def _pad_last(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """The chunks with one NUL byte added to the last (not as a fragment of its own: peers
-    refuse odd-length fragments)."""
-    previous: bytes | None = None
-    for chunk in chunks:
-        if previous is not None:
-            yield previous
-        previous = chunk
-    yield (previous or b"") + b"\x00"
 
 
 def _is_deflated(transfer_syntax: str) -> bool:

@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 from pydicom import Dataset
 
@@ -85,9 +85,13 @@ class Sink(Protocol):
 
 
 class _FileWriter:
-    """Writes one instance to a temporary file next to its final name, then renames it."""
+    """Writes one instance to a temporary file next to its final name, then renames it.
 
-    __slots__ = ("_fh", "final", "fsync", "request", "sink", "tmp")
+    Unbuffered OS-level writes: the data set arrives in PDV-sized pieces that go straight
+    to the file, with no Python file object in between.
+    """
+
+    __slots__ = ("_fd", "final", "fsync", "request", "sink", "tmp")
 
     def __init__(
         self, sink: DirectorySink, request: StoreRequest, final: Path, tmp: Path, fsync: bool
@@ -97,34 +101,39 @@ class _FileWriter:
         self.final = final
         self.tmp = tmp
         self.fsync = fsync
-        self._fh: IO[bytes] | None = open(tmp, "wb")  # closed in commit/discard
+        # O_EXCL: a temporary name is never shared; closed in commit/discard.
+        self._fd: int | None = os.open(tmp, _CREATE_FLAGS, 0o644)
         try:
-            self._fh.write(
+            _write_all(
+                self._fd,
                 build_file_meta(
                     request.sop_class_uid,
                     request.sop_instance_uid,
                     request.transfer_syntax,
                     source_ae=request.calling_ae or None,
-                )
+                ),
             )
         except BaseException:
             self.discard()
             raise
 
+    @property
+    def is_open(self) -> bool:
+        return self._fd is not None
+
     def write(self, data: bytes | memoryview) -> None:
-        assert self._fh is not None
-        self._fh.write(data)
+        assert self._fd is not None
+        _write_all(self._fd, data)
 
     async def commit(self) -> int | None:
-        fh, self._fh = self._fh, None
-        if fh is None:
+        fd, self._fd = self._fd, None
+        if fd is None:
             raise StatusError(0xA700, detail="writer already closed", service="C-STORE")
         try:
-            fh.flush()
             if self.fsync:
-                os.fsync(fh.fileno())
+                os.fsync(fd)
         finally:
-            fh.close()
+            os.close(fd)
         try:
             os.replace(self.tmp, self.final)
         except BaseException:
@@ -136,11 +145,21 @@ class _FileWriter:
         return None
 
     def discard(self) -> None:
-        fh, self._fh = self._fh, None
-        if fh is not None:
-            fh.close()
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
         with contextlib.suppress(OSError):
             os.unlink(self.tmp)
+
+
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
 
 
 def _fsync_dir(path: Path) -> None:

@@ -387,12 +387,8 @@ class _StoreAndFind:
 # -- large data sets -----------------------------------------------------------------------------
 
 
-async def test_store_streams_large_files_in_pieces(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Files above the streaming threshold are read and sent piece by piece; lower the
-    # threshold so that small files take that path.
-    monkeypatch.setattr(aiodimse.scu, "_STREAM_ABOVE", 1000)
+async def test_store_streams_files_into_the_pdus(tmp_path: Path) -> None:
+    # Files are read straight into the outgoing PDUs, fragment by fragment.
     study = make_study(
         2, rows=64, cols=64, seed="streamed", transfer_syntax=uids.EXPLICIT_VR_BIG_ENDIAN
     )

@@ -142,10 +142,8 @@ class _ArchiveWriter(_FileWriter):
     __slots__ = ()
 
     async def commit(self) -> int | None:
-        fh = self._fh
-        if fh is None:
+        if not self.is_open:
             raise StatusError(OUT_OF_RESOURCES, detail="writer already closed", service="C-STORE")
-        fh.flush()
         sink = self.sink
         assert isinstance(sink, _ArchiveSink)
         archive = sink.archive
