@@ -18,6 +18,7 @@ __all__ = [
     "default",
     "for_files",
     "for_get",
+    "for_instances",
     "query_retrieve",
     "storage",
     "verification",
@@ -127,11 +128,10 @@ _COMMON_KEYWORDS = (
 #: The storage SOP classes proposed by default (UIDs), in a stable order.
 COMMON_STORAGE: tuple[str, ...] = tuple(uids.STORAGE_SOP_CLASSES[k] for k in _COMMON_KEYWORDS)
 
-#: What a storage SCU offers for each class: uncompressed syntaxes, the common ones first.
-STORAGE_TRANSFER_SYNTAXES: tuple[str, ...] = DEFAULT_TRANSFER_SYNTAXES + (
-    uids.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
-    uids.EXPLICIT_VR_BIG_ENDIAN,
-)
+#: What a storage SCU offers for each class: explicit then implicit VR little endian.
+#: Deflate and big endian are not offered by default: an SCP that accepts "all syntaxes"
+#: may pick Deflated, and every instance would then be re-encoded and compressed.
+STORAGE_TRANSFER_SYNTAXES: tuple[str, ...] = DEFAULT_TRANSFER_SYNTAXES
 
 
 def verification() -> list[ContextRequest]:
@@ -194,28 +194,50 @@ def for_get(
     )
 
 
+def for_instances(
+    described: Iterable[tuple[str, str]],
+    *,
+    fallback: Sequence[str] = STORAGE_TRANSFER_SYNTAXES,
+    limit: int = MAX_CONTEXTS,
+) -> list[ContextRequest]:
+    """Storage contexts for instances given as (SOP class UID, transfer syntax UID) pairs.
+
+    Each instance's own transfer syntax gets a context of its own, so that an SCP that
+    accepts it receives the data set exactly as stored, never decoded (an SCP free to pick
+    among several syntaxes may prefer another one). A second context per class offers the
+    ``fallback`` syntaxes, for conversion when the SCP refuses the instance's own; those
+    are dropped first when everything does not fit in ``limit`` contexts.
+    """
+    own: dict[tuple[str, tuple[str, ...]], None] = {}
+    extra: dict[tuple[str, tuple[str, ...]], None] = {}
+    for sop_class, ts in described:
+        own[(sop_class, (ts,))] = None
+        others = tuple(t for t in fallback if t != ts)
+        if others:
+            extra[(sop_class, others)] = None
+    chosen = list(own)
+    chosen += [key for key in extra if key not in own][: max(0, limit - len(chosen))]
+    if len(chosen) > limit:
+        raise ValueError(
+            f"these instances need {len(chosen)} presentation contexts; PS3.8 allows {limit}"
+        )
+    return [ContextRequest(c, ts) for c, ts in chosen]
+
+
 def for_files(
     paths: Iterable[str | os.PathLike[str]],
     *,
     transfer_syntaxes: Sequence[str] = STORAGE_TRANSFER_SYNTAXES,
 ) -> list[ContextRequest]:
-    """Contexts to store these files, like DCMTK's storescu: one context per SOP class
-    with the uncompressed syntaxes, plus one with the file's own syntax where it is a
-    compressed one (so that it can be sent without decoding). Non-DICOM files are skipped."""
-    wanted: dict[tuple[str, tuple[str, ...]], None] = {}
+    """Verification and the storage contexts to send these files as they are (see
+    :func:`for_instances`), like DCMTK's storescu. Non-DICOM files are skipped."""
+    described: list[tuple[str, str]] = []
     for path in paths:
         try:
             info = read_part10(path)
         except (NotDicomError, OSError):
             continue
-        if info.transfer_syntax_uid in transfer_syntaxes:
-            wanted[(info.sop_class_uid, tuple(transfer_syntaxes))] = None
-        else:
-            wanted[(info.sop_class_uid, (info.transfer_syntax_uid,))] = None
-            wanted[(info.sop_class_uid, tuple(transfer_syntaxes))] = None
-    contexts = verification() + [ContextRequest(c, ts) for c, ts in wanted]
-    if len(contexts) > MAX_CONTEXTS:
-        raise ValueError(
-            f"these files need {len(contexts)} presentation contexts; PS3.8 allows {MAX_CONTEXTS}"
-        )
-    return contexts
+        described.append((info.sop_class_uid, info.transfer_syntax_uid))
+    return verification() + for_instances(
+        described, fallback=transfer_syntaxes, limit=MAX_CONTEXTS - 1
+    )

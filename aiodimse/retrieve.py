@@ -876,23 +876,10 @@ async def _open_destination(
 ) -> Association:
     """The sub-association to a C-MOVE destination, proposing what the items need."""
     from .association import connect
-    from .contexts import STORAGE_TRANSFER_SYNTAXES
+    from .contexts import for_instances
 
-    wanted: dict[tuple[str, tuple[str, ...]], None] = {}
-    for item in items:
-        described = _describe(item)
-        if described is None:
-            continue
-        sop_class, ts = described
-        # The item's own transfer syntax in a context of its own: a destination that
-        # accepts it gets the data set exactly as stored, never decoded (a destination free
-        # to pick among several syntaxes may prefer another one). The uncompressed ones
-        # follow, for conversion when the destination refuses the item's own.
-        wanted[(sop_class, (ts,))] = None
-        wanted[(sop_class, STORAGE_TRANSFER_SYNTAXES)] = None
-    contexts = [ContextRequest(c, ts) for c, ts in wanted][:128]
-    if not contexts:
-        contexts = [ContextRequest(uids.VERIFICATION_SOP_CLASS)]
+    described = [d for d in (_describe(item) for item in items) if d is not None]
+    contexts = for_instances(described) or [ContextRequest(uids.VERIFICATION_SOP_CLASS)]
     server = getattr(assoc, "server", None)
     return await connect(
         address[0],
