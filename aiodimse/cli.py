@@ -18,8 +18,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydicom import Dataset
-from pydicom.datadict import keyword_for_tag
+from pydicom import Dataset, config
+from pydicom.datadict import dictionary_VR, keyword_for_tag
 
 from . import __version__, contexts
 from .association import connect
@@ -240,10 +240,10 @@ def build_query(keys: Sequence[str], level: str | None) -> Dataset:
             tag, value = parse_key(spec)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        from pydicom.datadict import dictionary_VR
-
         vr = dictionary_VR(tag)
-        ds.add_new(tag, vr, [] if vr == "SQ" else value)
+        # Matching values (ranges, wildcards) are not plain values: no VR warnings.
+        with config.disable_value_validation():
+            ds.add_new(tag, vr, [] if vr == "SQ" else value)
     if level is not None:
         ds.QueryRetrieveLevel = level
     elif "QueryRetrieveLevel" not in ds:

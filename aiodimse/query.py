@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydicom import Dataset
+from pydicom import Dataset, config
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.tag import Tag
 
@@ -74,6 +74,12 @@ def to_dataset(query: Dataset | Mapping[str, Any] | Mapping[int, Any]) -> Datase
     to values; None or "" asks for the attribute to be returned (universal matching)."""
     if isinstance(query, Dataset):
         return query
+    # Matching values are not plain values (ranges, wildcards, UID lists): no VR warnings.
+    with config.disable_value_validation():
+        return _from_mapping(query)
+
+
+def _from_mapping(query: Mapping[str, Any] | Mapping[int, Any]) -> Dataset:
     ds = Dataset()
     for key, value in query.items():
         tag = key if isinstance(key, int) else _tag_of(str(key))

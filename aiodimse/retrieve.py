@@ -698,7 +698,7 @@ async def serve_retrieve(assoc: Association, inc: _Incoming, message: CGetRQ | C
         return
 
     total = len(found)
-    log.info(
+    log.debug(
         "#%d %s from %s: %d instance(s)%s",
         assoc.id,
         service,
@@ -778,6 +778,18 @@ async def serve_retrieve(assoc: Association, inc: _Incoming, message: CGetRQ | C
             except AiodimseError:
                 pass
     remaining = total - completed - failed - warning
+    log.info(
+        "#%d %s %s level from %s%s: %d completed, %d failed, %d warning%s",
+        assoc.id,
+        service,
+        request.query_level.strip().upper() or "?",
+        assoc.peer_ae,
+        f" to {message.move_destination.strip()}" if isinstance(message, CMoveRQ) else "",
+        completed,
+        failed,
+        warning,
+        f", cancelled with {remaining} remaining" if cancelled else "",
+    )
     if cancelled:
         # PS3.4 C.4.2.3.1 / C.4.3.3.1: Cancel with the counts so far; Remaining is what
         # was never started.

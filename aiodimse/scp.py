@@ -351,6 +351,15 @@ class ServiceProvider(AssociationLink):
                 )
             if target is not None:
                 target.discard()
+        log.log(
+            logging.INFO if status == SUCCESS else logging.WARNING,
+            "#%d C-STORE %s from %s: %s%s",
+            self.id,
+            message.affected_sop_instance_uid,
+            self.peer_ae,
+            status_info(status, "C-STORE"),
+            f" ({comment})" if comment else "",
+        )
         await self.send_message(
             inc.context.context_id,
             CStoreRSP(
@@ -453,8 +462,9 @@ class ServiceProvider(AssociationLink):
                 log.exception("#%d C-FIND handler failed", self.id)
                 status, comment = UNABLE_TO_PROCESS, f"{type(exc).__name__}: {exc}"[:64]
         log.info(
-            "#%d C-FIND from %s: %d matches, %s",
+            "#%d C-FIND %s level from %s: %d matches, %s",
             self.id,
+            str(identifier.get("QueryRetrieveLevel", "?")).strip() if identifier else "?",
             self.peer_ae,
             sent,
             status_info(status, "C-FIND").name,

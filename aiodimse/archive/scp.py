@@ -328,7 +328,7 @@ class Archive:
                 yield data if data is not None else self._response(plan, row)
                 sent += 1
         finally:
-            log.info(
+            log.debug(
                 "#%d C-FIND %s level (%s) from %s: %d matches%s, %.1f ms",
                 request.association.id,
                 level,
@@ -351,7 +351,7 @@ class Archive:
     def _retrieve(self, request: RetrieveRequest, service: str) -> list[Path]:
         model = _MODEL_OF_UID.get(request.sop_class_uid, "study")
         paths = self._paths(request.identifier, model, service)
-        log.info(
+        log.debug(
             "#%d %s %s level (%s) from %s%s: %d instances",
             request.association.id,
             service,
