@@ -31,7 +31,7 @@ from .link import Timeouts
 from .pdu import UserIdentityRQ
 from .scp import FindRequest, Request, RetrieveRequest, StoreRequest
 from .server import Server, serve
-from .storage import DirectorySink, StorageHandler, StorageServer, StoredInstance
+from .storage import DirectorySink, MemorySink, StorageHandler, StorageServer, StoredInstance
 from .ul.negotiation import ContextRequest
 
 __version__ = "0.1.0"
@@ -48,6 +48,7 @@ __all__ = [
     "DIMSEError",
     "DirectorySink",
     "FindRequest",
+    "MemorySink",
     "NegotiationError",
     "PDUError",
     "Request",

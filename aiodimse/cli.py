@@ -28,6 +28,7 @@ from .errors import AiodimseError, StatusError
 from .link import Timeouts
 from .query import parse_key
 from .storage import DirectorySink, StorageServer
+from .ul.negotiation import ContextRequest
 
 log = logging.getLogger("aiodimse.cli")
 
@@ -232,6 +233,19 @@ def _timeouts(args: argparse.Namespace) -> Timeouts:
     return Timeouts(connect=t, acse=t, dimse=max(t, 60.0))
 
 
+def _connect(args: argparse.Namespace, proposal: list[ContextRequest]) -> Any:
+    """The association an SCU command asks for, from its common options."""
+    return connect(
+        args.host,
+        args.port,
+        calling_ae=args.aet,
+        called_ae=args.aec,
+        contexts=proposal,
+        max_pdu=args.max_pdu,
+        timeouts=_timeouts(args),
+    )
+
+
 def build_query(keys: Sequence[str], level: str | None) -> Dataset:
     """A query identifier from ``-k`` arguments (DCMTK syntax) and ``--level``."""
     ds = Dataset()
@@ -321,15 +335,7 @@ class _Progress:
 
 
 async def cmd_echo(args: argparse.Namespace) -> int:
-    async with connect(
-        args.host,
-        args.port,
-        calling_ae=args.aet,
-        called_ae=args.aec,
-        contexts=contexts.verification(),
-        max_pdu=args.max_pdu,
-        timeouts=_timeouts(args),
-    ) as assoc:
+    async with _connect(args, contexts.verification()) as assoc:
         for _ in range(max(1, args.repeat)):
             status = await assoc.echo()
             print(f"C-ECHO {args.aec} at {args.host}:{args.port}: {status}")
@@ -368,15 +374,7 @@ async def cmd_store(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     sent = failed = 0
     progress = _Progress(len(files), "C-STORE")
-    async with connect(
-        args.host,
-        args.port,
-        calling_ae=args.aet,
-        called_ae=args.aec,
-        contexts=proposal,
-        max_pdu=args.max_pdu,
-        timeouts=_timeouts(args),
-    ) as assoc:
+    async with _connect(args, proposal) as assoc:
         for path in files:
             try:
                 status = await assoc.store(path)
@@ -402,15 +400,10 @@ async def cmd_find(args: argparse.Namespace) -> int:
     query = _ensure_return_keys(build_query(args.key, args.level))
     results: list[dict[str, Any]] = []
     count = 0
-    async with connect(
-        args.host,
-        args.port,
-        calling_ae=args.aet,
-        called_ae=args.aec,
-        contexts=contexts.verification()
+    async with _connect(
+        args,
+        contexts.verification()
         + contexts.query_retrieve(move=False, get=False, models=(args.model,)),
-        max_pdu=args.max_pdu,
-        timeouts=_timeouts(args),
     ) as assoc:
         matches = assoc.find(query, model=args.model)
         async for match in matches:
@@ -429,15 +422,7 @@ async def cmd_find(args: argparse.Namespace) -> int:
 async def cmd_get(args: argparse.Namespace) -> int:
     query = build_query(args.key, args.level)
     sink = DirectorySink(args.out)
-    async with connect(
-        args.host,
-        args.port,
-        calling_ae=args.aet,
-        called_ae=args.aec,
-        contexts=contexts.for_get(models=(args.model,)),
-        max_pdu=args.max_pdu,
-        timeouts=_timeouts(args),
-    ) as assoc:
+    async with _connect(args, contexts.for_get(models=(args.model,))) as assoc:
         result = await assoc.get(query, model=args.model, sink=sink, check=False)
     print(f"C-GET: {result}; {len(result.instances)} file(s) in {args.out}")
     for uid in result.failed_instances:
@@ -457,15 +442,10 @@ async def cmd_move(args: argparse.Namespace) -> int:
     elif args.out is not None:
         raise UsageError("--out is only used with --port (receiving the instances ourselves)")
     try:
-        async with connect(
-            args.host,
-            args.port,
-            calling_ae=args.aet,
-            called_ae=args.aec,
-            contexts=contexts.verification()
+        async with _connect(
+            args,
+            contexts.verification()
             + contexts.query_retrieve(find=False, get=False, models=(args.model,)),
-            max_pdu=args.max_pdu,
-            timeouts=_timeouts(args),
         ) as assoc:
             result = await assoc.move(
                 query, destination, model=args.model, receive=scp, check=False

@@ -22,7 +22,6 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydicom import Dataset
@@ -42,8 +41,8 @@ from .dimse.status import (
 from .errors import AiodimseError, AssociationError, NegotiationError, StatusError
 from .link import MemoryTarget, _Incoming, _Outgoing
 from .query import model_uid, to_dataset
-from .scp import RetrieveRequest, StoreRequest
-from .storage import StoredInstance
+from .scp import RetrieveRequest
+from .storage import MemorySink, StorageHandler, StoredInstance
 from .ul.negotiation import ContextRequest
 
 if TYPE_CHECKING:
@@ -108,53 +107,17 @@ def _counts(message: Message) -> tuple[int | None, int, int, int]:
     )
 
 
-class _MemoryWriter:
-    """Keeps a received instance in memory (C-GET without a sink)."""
-
-    __slots__ = ("_target", "data")
-
-    def __init__(self) -> None:
-        self._target = MemoryTarget()
-        self.data: bytes | None = None
-
-    def write(self, data: bytes | memoryview) -> None:
-        self._target.write(data)
-
-    async def commit(self) -> int | None:
-        self.data = self._target.getvalue()
-        self._target.discard()
-        return None
-
-    def discard(self) -> None:
-        self._target.discard()
-
-
-class _GetReceiver:
-    """Takes the C-STORE sub-operations of the C-GET in progress on an association."""
+class _GetReceiver(StorageHandler):
+    """Takes the C-STORE sub-operations of the C-GET in progress on an association: into
+    the caller's sink, or kept in memory."""
 
     def __init__(self, sink: Sink | None) -> None:
-        self.sink = sink
+        super().__init__(sink if sink is not None else MemorySink())
         self.queue: asyncio.Queue[StoredInstance | None] = asyncio.Queue()
         self.instances: list[StoredInstance] = []
+        self.listeners.append(self._keep)
 
-    def open_store(self, request: StoreRequest) -> Any:
-        if self.sink is not None:
-            return self.sink.open(request)
-        return _MemoryWriter()
-
-    async def stored(self, request: StoreRequest, status: int, writer: object) -> None:
-        if status != SUCCESS and not 0xB000 <= status <= 0xBFFF:
-            return
-        path = getattr(writer, "final", None)
-        instance = StoredInstance(
-            sop_class_uid=request.sop_class_uid,
-            sop_instance_uid=request.sop_instance_uid,
-            transfer_syntax=request.transfer_syntax,
-            calling_ae=request.calling_ae,
-            path=path if isinstance(path, Path) else None,
-            data=getattr(writer, "data", None),
-            association_id=request.association.id,
-        )
+    def _keep(self, instance: StoredInstance) -> None:
         self.instances.append(instance)
         self.queue.put_nowait(instance)
 

@@ -23,13 +23,14 @@ from pydicom import Dataset
 
 from .dicomfile import build_file_meta
 from .errors import StatusError
-from .link import Timeouts
+from .link import MemoryTarget, Timeouts
 from .scp import StoreRequest, StoreWriter
 from .server import Server
 from .uids import is_valid_uid
 
 __all__ = [
     "DirectorySink",
+    "MemorySink",
     "Sink",
     "StorageHandler",
     "StorageServer",
@@ -58,6 +59,24 @@ class StoredInstance:
     move_originator_ae_title: str | None = None
     move_originator_message_id: int | None = None
     association_id: int = 0
+
+    @classmethod
+    def from_store(cls, request: StoreRequest, writer: object) -> StoredInstance:
+        """The instance a C-STORE request committed through ``writer`` (a file writer's
+        ``final`` path, or a memory writer's ``data``)."""
+        path = getattr(writer, "final", None)
+        data = getattr(writer, "data", None)
+        return cls(
+            sop_class_uid=request.sop_class_uid,
+            sop_instance_uid=request.sop_instance_uid,
+            transfer_syntax=request.transfer_syntax,
+            calling_ae=request.calling_ae,
+            path=path if isinstance(path, Path) else None,
+            data=data if isinstance(data, bytes) else None,
+            move_originator_ae_title=request.move_originator_ae_title,
+            move_originator_message_id=request.move_originator_message_id,
+            association_id=request.association.id,
+        )
 
     def read_dataset_bytes(self) -> bytes:
         """The data set bytes (from memory, or from the file after its meta header)."""
@@ -202,6 +221,34 @@ class DirectorySink:
         return _FileWriter(self, request, final, tmp, self.fsync)
 
 
+class _MemoryWriter:
+    """Keeps one received data set in memory (spilling past a limit, see MemoryTarget)."""
+
+    __slots__ = ("_target", "data")
+
+    def __init__(self) -> None:
+        self._target = MemoryTarget()
+        self.data: bytes | None = None
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._target.write(data)
+
+    async def commit(self) -> int | None:
+        self.data = self._target.getvalue()
+        self._target.discard()
+        return None
+
+    def discard(self) -> None:
+        self._target.discard()
+
+
+class MemorySink:
+    """Keeps received instances in memory (``StoredInstance.data``) instead of files."""
+
+    def open(self, request: StoreRequest) -> _MemoryWriter:
+        return _MemoryWriter()
+
+
 Listener = Callable[[StoredInstance], Any]
 
 
@@ -218,17 +265,7 @@ class StorageHandler:
     async def stored(self, request: StoreRequest, status: int, writer: object) -> None:
         if status != 0 and not 0xB000 <= status <= 0xBFFF:
             return
-        path = getattr(writer, "final", None)
-        instance = StoredInstance(
-            sop_class_uid=request.sop_class_uid,
-            sop_instance_uid=request.sop_instance_uid,
-            transfer_syntax=request.transfer_syntax,
-            calling_ae=request.calling_ae,
-            path=path if isinstance(path, Path) else None,
-            move_originator_ae_title=request.move_originator_ae_title,
-            move_originator_message_id=request.move_originator_message_id,
-            association_id=request.association.id,
-        )
+        instance = StoredInstance.from_store(request, writer)
         for listener in list(self.listeners):
             result = listener(instance)
             if asyncio.iscoroutine(result):

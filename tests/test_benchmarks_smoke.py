@@ -84,3 +84,55 @@ def test_bench_concurrency_quick(tmp_path: Path) -> None:
     assert ours["rejected"] == ours["stalled"] == ours["aborted"] == 0
     for s in result["summary"]:
         assert s["median_peak_rss_mib"] > 0
+
+
+def test_bench_retrieve_quick(tmp_path: Path) -> None:
+    stdout, result = run_quick("bench_retrieve", tmp_path)
+    assert "C-MOVE, one study" in stdout and "C-GET, one study" in stdout
+    assert "vs pynetdicom" in stdout and "vs DCMTK" in stdout
+    assert "TCP_NODELAY" in stdout
+    n = result["instances"]
+    assert n == 10
+    rows = {(s, r["key"]): r for s, rs in result["services"].items() for r in rs}
+    move = {"aiodimse", "aiodimse-dcmqrscp", "pynetdicom", "dcmtk", "dcmtk-self", "dcmtk-archive"}
+    get = {"aiodimse", "aiodimse-dcmqrscp", "pynetdicom", "dcmtk", "dcmtk-archive"}
+    assert set(rows) == {("move", k) for k in move} | {("get", k) for k in get}
+    for (service, key), row in rows.items():
+        if row["skipped"]:
+            continue
+        assert row["runs"], (service, key)
+        if row["client"] != "aiodimse" and row["scp"] != "archive":
+            continue
+        # Every instance a retrieval with an aiodimse side asked for is on disk.
+        for run in row["runs"]:
+            assert run["files"] == n, (service, key, run)
+            assert not run.get("error"), (service, key, run)
+            if row["client"] == "aiodimse":
+                assert run["status"] == "0000" and run["completed"] == n, (service, key, run)
+                assert run["received_instances"] == n and run["nodelay"] is True
+    for service in ("move", "get"):
+        for run in rows[(service, "pynetdicom")]["runs"]:
+            assert run["nodelay"] is True  # the fairness setting really took effect
+
+
+def test_bench_window_quick(tmp_path: Path) -> None:
+    stdout, result = run_quick("bench_window", tmp_path)
+    assert "C-STORE, one association" in stdout and "vs serial" in stdout
+    assert [s["instances"] for s in result["sets"]] == [50, 10]
+    for data_set in result["sets"]:
+        n = data_set["instances"]
+        rows = {r["key"]: r for r in data_set["rows"]}
+        assert set(rows) == {"serial", "window", "serial-dcmtk", "window-dcmtk"}
+        for key, row in rows.items():
+            if row["skipped"]:
+                continue
+            for run in row["runs"]:
+                assert run["stored"] == n and run["ok"] == n and run["failed"] == 0, (key, run)
+                invoked = run["negotiated_window"][0]
+                # Never more outstanding than negotiated (0 would mean unlimited).
+                assert 1 <= run["peak_outstanding"] <= (invoked or n), (key, run)
+        for run in rows["serial"]["runs"]:
+            assert run["proposed_window"] is None and run["negotiated_window"] == [1, 1]
+        for run in rows["window"]["runs"]:
+            # Our SCP grants what was proposed, and the client really overlapped requests.
+            assert run["negotiated_window"] == [8, 8] and run["peak_outstanding"] > 1

@@ -7,7 +7,6 @@ are computed from the source data sets with pydicom, independently of the archiv
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -43,23 +42,8 @@ def sources(population: list[Path]) -> list[Dataset]:
 
 async def run_tool(tool: str, *args: str | os.PathLike[str], cwd: Path, timeout: float = 60) -> str:
     """Run a DCMTK tool without blocking the loop (the archive serves it on this loop)."""
-    proc = await asyncio.create_subprocess_exec(
-        peers.dcmtk_tool(tool),
-        *(os.fspath(a) for a in args),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=peers.peer_env(),
-        cwd=cwd,
-    )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    text = out.decode(errors="replace")
-    assert proc.returncode == 0, f"{tool} exited with {proc.returncode}:\n{text}"
+    code, text = await peers.run_dcmtk_async(tool, *args, timeout=timeout, cwd=cwd)
+    assert code == 0, f"{tool} exited with {code}:\n{text}"
     return text
 
 

@@ -37,7 +37,7 @@ from aiodimse import contexts, uids
 from aiodimse.dicomfile import read_part10
 from aiodimse.scp import FindRequest
 from aiodimse.storage import DirectorySink, StorageHandler, StoredInstance
-from aiodimse.testing.peers import PeerProcess, peer_env, run_dcmtk
+from aiodimse.testing.peers import PeerProcess, run_dcmtk, run_dcmtk_async
 from aiodimse.testing.synthetic import make_ct_instance, make_study, write_study
 
 pytestmark = pytest.mark.interop
@@ -51,23 +51,8 @@ DEFLATED = uids.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
 
 async def dcmtk(tool: str, *args: str | Path | int, timeout: float = 60) -> tuple[int, str]:
     """Run a DCMTK tool without blocking the loop (the aiodimse peer runs on it)."""
-    path = require_dcmtk(tool)
-    proc = await asyncio.create_subprocess_exec(
-        path,
-        *map(str, args),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=peer_env(),
-    )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(errors="replace")
+    require_dcmtk(tool)
+    return await run_dcmtk_async(tool, *args, timeout=timeout)
 
 
 def dcmtk_canonical(directory: Path) -> list[Path]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -53,25 +52,9 @@ def _study_query(path: Path) -> dict[str, str]:
 
 
 async def run_tool(tool: str, *args: str | Path, timeout: float = 60) -> tuple[int, str]:
-    """Run a DCMTK tool without blocking the loop (our SCPs run on it), bounded in time,
-    killed by PID if it overruns. Returns (exit code, output)."""
-    exe = require_dcmtk(tool)
-    proc = await asyncio.create_subprocess_exec(
-        exe,
-        *(str(a) for a in args),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=peers.peer_env(),
-    )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(errors="replace")
+    """Run a DCMTK tool without blocking the loop (our SCPs run on it): (exit code, output)."""
+    require_dcmtk(tool)
+    return await peers.run_dcmtk_async(tool, *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

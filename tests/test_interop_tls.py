@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from aiodimse import tls
 from aiodimse.dicomfile import dataset_bytes, read_part10
 from aiodimse.enums import UserIdentityType
 from aiodimse.pdu import UserIdentityRQ
-from aiodimse.testing.peers import PeerProcess, peer_env
+from aiodimse.testing.peers import PeerProcess, run_dcmtk_async
 
 pytestmark = pytest.mark.interop
 
@@ -55,24 +54,9 @@ def tls_args(pki: Pki, *, rogue: bool = False) -> list[str]:
 
 
 async def storescu(*args: str | Path | int, timeout: float = 30) -> tuple[int, str]:
-    """Run DCMTK's storescu without blocking the loop (our server runs on it); its exit code
-    and output. Killed by PID if it overruns."""
-    proc = await asyncio.create_subprocess_exec(
-        require_dcmtk("storescu"),
-        *map(str, args),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=peer_env(),
-    )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(errors="replace")
+    """Run DCMTK's storescu without blocking the loop (our server runs on it)."""
+    require_dcmtk("storescu")
+    return await run_dcmtk_async("storescu", *args, timeout=timeout)
 
 
 def tls_server(pki: Pki, directory: Path, **options: Any) -> aiodimse.StorageServer:

@@ -117,6 +117,35 @@ def run_dcmtk(
     )
 
 
+async def run_dcmtk_async(
+    tool: str, *args: str | int | os.PathLike[str], timeout: float = 60, cwd: Path | None = None
+) -> tuple[int, str]:
+    """Run one DCMTK tool without blocking the event loop (for when the peer it talks to runs
+    on that same loop): (exit code, stdout and stderr). Killed by PID if it overruns."""
+    import asyncio
+
+    proc = await asyncio.create_subprocess_exec(
+        dcmtk_tool(tool),
+        *(
+            a if isinstance(a, str) else os.fspath(a) if not isinstance(a, int) else str(a)
+            for a in args
+        ),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=peer_env(),
+        cwd=cwd,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace")
+
+
 class PeerProcess:
     """A running peer server: its process, port and log file; a context manager that stops it.
 
