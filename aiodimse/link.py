@@ -212,16 +212,15 @@ def _wire_images(
 ) -> Iterator[bytearray]:
     """The P-DATA-TF PDUs of a data set (preceded by the command's, ``head``), laid out in
     contiguous buffers of about ``batch`` bytes: each PDV header is written in place and
-    the data copied (or read from the file) right behind it, so the data is copied once
-    on its way to the socket and a batch needs one write."""
+    the data copied (or read from the file, one vectored read per buffer) right behind it,
+    so the data is copied once on its way to the socket and a batch needs one write."""
     total = data.size if isinstance(data, FileRegion) else len(data)
     fragments = max(1, -(-total // room))
-    per_image = max(1, batch // room)
-    source = memoryview(data) if not isinstance(data, FileRegion) else None
-    fh = None
+    per_image = max(1, min(batch // room, _IOV_MAX))
+    source = None if isinstance(data, FileRegion) else memoryview(data)
+    fd = -1
     if isinstance(data, FileRegion):
-        fh = open(data.path, "rb", buffering=0)  # closed below
-        fh.seek(data.offset)
+        fd = os.open(data.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))  # closed below
     try:
         done = 0  # data bytes laid out so far
         fragment = 0
@@ -235,6 +234,8 @@ def _wire_images(
             if first:
                 view[: len(head)] = head
                 pos = len(head)
+            targets: list[memoryview] = []
+            start = done
             for _ in range(count):
                 size = min(room, total - done)
                 last = fragment == fragments - 1
@@ -243,25 +244,48 @@ def _wire_images(
                 if source is not None:
                     view[pos : pos + size] = source[done : done + size]
                 else:
-                    assert fh is not None and isinstance(data, FileRegion)
-                    want = min(size, data.length - done)  # the pad byte is already 0
-                    _read_into(fh, view[pos : pos + want], data.path)
+                    targets.append(view[pos : pos + size])
                 pos += size
                 done += size
                 fragment += 1
+            if isinstance(data, FileRegion):
+                _read_region(fd, targets, data, start)
             yield image
     finally:
-        if fh is not None:
-            fh.close()
+        if fd >= 0:
+            os.close(fd)
 
 
-def _read_into(fh: Any, view: memoryview, path: str) -> None:
-    filled = 0
-    while filled < len(view):
-        n = fh.readinto(view[filled:])
-        if not n:
-            raise OSError(f"{path}: the file ended {len(view) - filled} bytes early")
-        filled += n
+#: Buffers per vectored read (Linux IOV_MAX is 1024).
+_IOV_MAX = 1024
+
+
+def _read_region(fd: int, targets: list[memoryview], region: FileRegion, start: int) -> None:
+    """Fill ``targets`` from ``region`` starting ``start`` bytes into it. The pad byte of a
+    padded region lies past its length and stays 0 (the buffers start zeroed)."""
+    wanted = max(0, min(sum(len(t) for t in targets), region.length - start))
+    buffers: list[memoryview] = []
+    left = wanted
+    for target in targets:
+        if left <= 0:
+            break
+        buffers.append(target[: min(len(target), left)])
+        left -= len(buffers[-1])
+    offset = region.offset + start
+    while wanted:
+        got = os.preadv(fd, buffers, offset)
+        if got <= 0:
+            raise OSError(f"{region.path}: the file ended {wanted} bytes early")
+        wanted -= got
+        offset += got
+        # A short read: drop what was filled and go on with the rest.
+        while got and buffers:
+            if got >= len(buffers[0]):
+                got -= len(buffers[0])
+                buffers.pop(0)
+            else:
+                buffers[0] = buffers[0][got:]
+                got = 0
 
 
 class _Protocol(asyncio.Protocol):
