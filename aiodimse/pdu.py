@@ -841,8 +841,14 @@ def _decode_association(pdu_type: int, body: memoryview) -> AAssociateRQ | AAsso
 
 
 def _decode_pdata(body: memoryview) -> PDataTF:
+    end = len(body)
+    if end >= 6:
+        length, context_id, control = _PDV_HEADER.unpack_from(body)
+        if length + 4 == end and length >= 2:
+            # The common case: one PDV filling the PDU.
+            return PDataTF((PresentationDataValue(context_id, control, body[6:]),))
     items: list[PresentationDataValue] = []
-    pos, end = 0, len(body)
+    pos = 0
     unpack = _PDV_HEADER.unpack_from
     while pos < end:
         if end - pos < 6:
@@ -900,7 +906,7 @@ def decode_pdu(data: bytes | bytearray | memoryview) -> PDU:
         )
     body = view[6:]
     try:
-        if pdu_type == PDUType.P_DATA_TF:
+        if pdu_type == 0x04:  # P-DATA-TF, the hot path: plain int, no enum lookup
             return _decode_pdata(body)
         if pdu_type in (PDUType.A_ASSOCIATE_RQ, PDUType.A_ASSOCIATE_AC):
             return _decode_association(pdu_type, body)
@@ -1017,16 +1023,35 @@ class PDUReader:
 
         Raises PDUTooLarge as soon as a header declares more than the limit.
         """
-        if self._size < 6:
+        size = self._size
+        if size < 6:
             return None
-        pdu_type, length = self._header()
-        limit = self._limit(pdu_type)
+        first = self._chunks[0]
+        off = self._offset
+        if len(first) - off >= 6:
+            pdu_type, _reserved, length = _HEADER.unpack_from(first, off)
+        else:
+            pdu_type, length = self._header()
+        if pdu_type == 0x04 and self.max_pdata_length:
+            limit = self.max_pdata_length
+        else:
+            limit = self.max_other_length
         if length > limit:
             raise PDUTooLarge(
                 f"PDU 0x{pdu_type:02X} declares {length} bytes, more than the limit of {limit}"
             )
-        if self._size < 6 + length:
+        end = off + 6 + length
+        if size < end - off:
             return None
+        if end <= len(first):
+            # The common case: the whole PDU lies in the first chunk.
+            self._size = size - (end - off)
+            if end == len(first):
+                self._chunks.popleft()
+                self._offset = 0
+                return first if off == 0 else memoryview(first)[off:]
+            self._offset = end
+            return memoryview(first)[off:end]
         return self._take(6 + length)
 
     def next_pdu(self) -> PDU | None:

@@ -49,7 +49,7 @@ from .dimse.commands import (
 )
 from .dimse.status import CANCEL, PENDING, SUCCESS, status_info
 from .errors import AiodimseError, AssociationError, StatusError
-from .link import AssociationLink, DataTarget, MemoryTarget, _Incoming
+from .link import AssociationLink, DataTarget, MemoryTarget, _Incoming, _NullTarget
 from .ul.negotiation import NegotiatedContext
 
 if TYPE_CHECKING:
@@ -180,16 +180,6 @@ class RetrieveRequest(FindRequest):
     destination: str | None = None
 
 
-class _Discard:
-    """Swallows a data set that will be answered with a failure status."""
-
-    def write(self, data: bytes | memoryview) -> None:
-        pass
-
-    def discard(self) -> None:
-        pass
-
-
 def _call(handler: object, name: str) -> Any:
     method = getattr(handler, name, None)
     return method if callable(method) else None
@@ -222,11 +212,11 @@ class ServiceProvider(AssociationLink):
                 except StatusError as exc:
                     log.warning("#%d refusing C-STORE: %s", self.id, exc)
                     inc.error = exc
-                    return _Discard()
+                    return _NullTarget()
                 except Exception as exc:
                     log.error("#%d cannot open a store writer: %s", self.id, exc)
                     inc.error = exc
-                    return _Discard()
+                    return _NullTarget()
                 if writer is not None:
                     return writer  # type: ignore[no-any-return]
         return MemoryTarget(self.max_in_memory)
@@ -323,7 +313,7 @@ class ServiceProvider(AssociationLink):
             status, comment = inc.error.status, inc.error.detail or None
         elif inc.error is not None:
             status, comment = OUT_OF_RESOURCES, f"cannot store: {inc.error}"[:64]
-        elif target is not None and not isinstance(target, (MemoryTarget, _Discard)):
+        elif target is not None and not isinstance(target, (MemoryTarget, _NullTarget)):
             try:
                 status, comment = await self._run_handler(
                     target.commit(),  # type: ignore[attr-defined]
