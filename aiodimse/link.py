@@ -366,6 +366,14 @@ class _Window:
         self._waiters: list[asyncio.Future[None]] = []
         self._error: BaseException | None = None
 
+    @property
+    def full(self) -> bool:
+        return self._free <= 0
+
+    @property
+    def waiting(self) -> bool:
+        return bool(self._waiters)
+
     async def acquire(self) -> None:
         if self._error is not None:
             raise self._error
@@ -1073,6 +1081,11 @@ class AssociationLink:
         self._check_sendable()
         slots = self._invoke_slots
         assert slots is not None
+        if slots.full and self._reading_paused:
+            # Responses we hold unread may be what stands between us and a free slot (a
+            # request made while iterating a C-FIND): read on, so its final response
+            # arrives and frees the slot, rather than wait forever.
+            self._resume_reading()
         await slots.acquire()
         mid = self._next_message_id(avoid_message_id)
         message = build(mid)
@@ -1119,9 +1132,7 @@ class AssociationLink:
         except asyncio.CancelledError:
             raise
         if self._reading_paused and op.queue.qsize() <= _RESPONSE_QUEUE_LOW:
-            self._reading_paused = False
-            if self._transport is not None:
-                self._transport.resume_reading()
+            self._resume_reading()
         if isinstance(item, BaseException):
             self._complete(op)
             raise item
@@ -1210,16 +1221,29 @@ class AssociationLink:
         else:
             self._start_incoming(receiving)
 
+    def _resume_reading(self) -> None:
+        self._reading_paused = False
+        if self._transport is not None:
+            self._transport.resume_reading()
+
     def _deliver(self, op: _Outgoing, message: Message, data: bytes | None) -> None:
         if op.abandoned:
             if not is_pending(getattr(message, "status", 0)):
                 self._complete(op)
             return
         op.queue.put_nowait((message, data))
+        if not is_pending(getattr(message, "status", 0)):
+            # The peer is done with the operation (PS3.7 D.3.3.3 counts operations whose
+            # final response has not arrived): its window slot is free now, even if the
+            # caller has not read every response yet.
+            self._complete(op)
+            return
+        slots = self._invoke_slots
         if (
             not self._reading_paused
             and op.queue.qsize() >= _RESPONSE_QUEUE_HIGH
             and self._transport is not None
+            and not (slots is not None and slots.waiting)
         ):
             # The consumer is slower than the peer: stop reading until it catches up.
             self._reading_paused = True

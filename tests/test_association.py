@@ -632,6 +632,36 @@ async def test_find_cancel_reaches_a_handler_that_never_awaits() -> None:
         assert (await assoc.echo()).code == SUCCESS
 
 
+class ManyMatches:
+    """More matches than the SCU queues before it stops reading (its back-pressure)."""
+
+    async def on_find(self, request: FindRequest) -> AsyncIterator[Dataset]:
+        for i in range(600):
+            ds = Dataset()
+            ds.QueryRetrieveLevel = "PATIENT"
+            ds.PatientID = f"P{i:05d}"
+            yield ds
+
+
+async def test_requests_made_while_iterating_a_find_do_not_deadlock() -> None:
+    # With one operation at a time, a request made inside ``async for ... in find()`` can
+    # only go out once the C-FIND is over: the SCU reads on (lifting its back-pressure) and
+    # frees the slot as soon as the final response arrives, unread or not.
+    async with (
+        aiodimse.Server(ManyMatches(), LOCAL, 0, ae_title="QR", timeouts=QUICK) as qr,
+        connect(qr.port, called_ae="QR") as assoc,
+    ):
+        matches = assoc.find({"QueryRetrieveLevel": "PATIENT"}, model="patient")
+        seen = 0
+        async for _match in matches:
+            seen += 1
+            if seen <= 3:
+                status = await asyncio.wait_for(assoc.echo(), 5)
+                assert status.code == SUCCESS
+        assert seen == 600
+        assert matches.status is not None and matches.status.code == SUCCESS
+
+
 async def test_find_collect_and_status() -> None:
     async with (
         aiodimse.Server(BigMatches(), LOCAL, 0, ae_title="QR", timeouts=QUICK) as qr,
