@@ -616,12 +616,19 @@ async def _window_store(args: argparse.Namespace) -> dict[str, Any]:
         negotiated = assoc.negotiated
         assert negotiated is not None
         outstanding = assoc._outgoing
+        deliver = assoc._deliver
+
+        def counting(op: Any, message: Any, data: bytes | None) -> None:
+            # When a response arrives: the operations invoked and not yet answered,
+            # this one included (it completes in ``deliver``).
+            nonlocal peak
+            peak = max(peak, len(outstanding))
+            deliver(op, message, data)
+
+        assoc._deliver = counting  # type: ignore[method-assign]
 
         async def one(path: Path) -> None:
-            nonlocal peak
             status = await assoc.store(path, check=False)
-            # Operations still invoked and unanswered, this one included.
-            peak = max(peak, len(outstanding) + 1)
             counts["ok" if status.code == 0 else "failed"] += 1
 
         if window is not None:
