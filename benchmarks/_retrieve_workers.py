@@ -13,23 +13,17 @@ from their association request to its release (interpreter start-up excluded).
     python benchmarks/_retrieve_workers.py get aiodimse|pynetdicom --port P --study UID --out D
     python benchmarks/_retrieve_workers.py window-store --port P --files-from LIST --window N
 
-The module also holds the orchestrator's side: :func:`start_server` and :func:`run_client`
-start these processes (optionally under cProfile) and read their JSON line.
+The orchestrator starts them with ``_common.start_server`` and ``_common.run_client``
+(``script=_common.RETRIEVE_WORKERS``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import logging
 import os
-import select
-import signal
-import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -43,173 +37,27 @@ if str(BENCH_DIR) not in sys.path:
 import _common as C  # noqa: E402
 from _workers import (  # noqa: E402
     CALLING_AE,
+    _assoc_nodelay,
     _configure_pynetdicom,
+    _connect,
     _emit,
-    _nodelay_of,
+    _file_contexts,
+    _pynetdicom_nodelay,
     _pynetdicom_nodelay_handler,
+    _pynetdicom_store_handler,
     _read_list,
+    _stop_event,
+    _stop_flag,
 )
 
 from aiodimse import uids  # noqa: E402
-from aiodimse.testing import peers  # noqa: E402
 
-SCRIPT = Path(__file__).resolve()
 CT_IMAGE_STORAGE = uids.STORAGE_SOP_CLASSES["CTImageStorage"]
 #: The called AE title of the window benchmark's storage SCP.
 WINDOW_AE = "STORESCP"
 
 
-# -- orchestrator side -------------------------------------------------------------------------
-
-
-def _argv(*args: object, profile: Path | None = None) -> list[str]:
-    python = [sys.executable]
-    if profile is not None:
-        profile.parent.mkdir(parents=True, exist_ok=True)
-        python += ["-m", "cProfile", "-o", str(profile)]
-    return [*python, str(SCRIPT), *(str(a) for a in args)]
-
-
-def start_server(*args: object, timeout: float = 60.0, profile: Path | None = None) -> C.Worker:
-    """Start ``serve ...`` in its own process (own session) and wait for its "ready" line."""
-    argv = _argv("serve", *args, profile=profile)
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=peers.peer_env(),
-        start_new_session=True,
-    )
-    worker = C.Worker(argv, proc)
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            err = worker.stop()
-            raise C.WorkerError(f"serve {args[0]}: not ready after {timeout} s\n{err[-2000:]}")
-        readable, _, _ = select.select([proc.stdout], [], [], min(left, 0.5))
-        if readable:
-            line = proc.stdout.readline()
-            if not line:
-                err = worker.stop()
-                raise C.WorkerError(f"serve {args[0]}: exited before it was ready\n{err[-2000:]}")
-            with contextlib.suppress(json.JSONDecodeError):
-                message = json.loads(line)
-                if isinstance(message, dict) and message.get("ready"):
-                    worker.ready = message
-                    return worker
-        elif proc.poll() is not None:
-            err = worker.stop()
-            raise C.WorkerError(f"serve {args[0]}: exited with {proc.returncode}\n{err[-2000:]}")
-
-
-def run_client(*args: object, timeout: float, profile: Path | None = None) -> dict[str, Any]:
-    """Run a client to completion; its JSON result, plus ``returncode`` and the CPU time of
-    the whole process (``process_cpu_seconds``, start-up included)."""
-    argv = _argv(*args, profile=profile)
-    before = os.times()
-    try:
-        out = subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            env=peers.peer_env(),
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise C.WorkerError(f"{args[0]} {args[1]}: no result within {timeout:.0f} s") from exc
-    after = os.times()
-    for line in reversed(out.stdout.splitlines()):
-        with contextlib.suppress(json.JSONDecodeError):
-            message = json.loads(line)
-            if isinstance(message, dict) and "seconds" in message:
-                message["returncode"] = out.returncode
-                message["process_cpu_seconds"] = (
-                    after.children_user
-                    + after.children_system
-                    - before.children_user
-                    - before.children_system
-                )
-                if out.returncode:
-                    message["stderr"] = out.stderr[-2000:]
-                return message
-    raise C.WorkerError(
-        f"{args[0]} {args[1]} exited with {out.returncode} without a result\n{out.stderr[-3000:]}"
-    )
-
-
-def _stat_cpu(pid: int) -> float | None:
-    """utime + stime of one process (all its threads), seconds; None once it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(p) for p in text.split()]
-
-
-class TreeCPU:
-    """CPU time used by some processes and the children they fork (dcmqrscp forks one per
-    association), while a ``with`` block runs.
-
-    A thread samples /proc every ``interval`` seconds and keeps each process's last value;
-    a child that ends between two samples loses at most ``interval`` of CPU time.
-    """
-
-    def __init__(self, *pids: int, interval: float = 0.02) -> None:
-        self.pids = pids
-        self.interval = interval
-        self._start: dict[int, float] = {}
-        self._last: dict[int, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self) -> None:
-        seen = list(self.pids)
-        for pid in self.pids:
-            seen += _children(pid)
-        for pid in seen:
-            cpu = _stat_cpu(pid)
-            if cpu is None:
-                continue
-            if pid not in self._start:
-                # A root process counts from the start of the block; a new child from 0.
-                self._start[pid] = cpu if pid in self.pids else 0.0
-            self._last[pid] = cpu
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._sample()
-
-    def __enter__(self) -> TreeCPU:
-        self._sample()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
-
-    @property
-    def seconds(self) -> float:
-        return sum(self._last[pid] - self._start[pid] for pid in self._last)
-
-
-# -- worker side: common -------------------------------------------------------------------
+# -- common ----------------------------------------------------------------------------------
 
 
 def _destinations(values: list[str]) -> dict[str, tuple[str, int]]:
@@ -218,18 +66,6 @@ def _destinations(values: list[str]) -> dict[str, tuple[str, int]]:
         ae, _, port = value.partition("=")
         out[ae] = ("127.0.0.1", int(port))
     return out
-
-
-def _count_files(directory: Path) -> int:
-    return C.count_files(directory)
-
-
-def _stop_event() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    return stop
 
 
 # -- aiodimse servers ------------------------------------------------------------------------
@@ -321,7 +157,8 @@ def _serve_pynetdicom_qr(args: argparse.Namespace) -> None:
         wanted = str(getattr(identifier, "StudyInstanceUID", "") or "")
         return [path for path, study in index if not wanted or study == wanted]
 
-    def handle_get(event: Any) -> Iterator[Any]:
+    def sub_operations(event: Any) -> Iterator[Any]:
+        """How many instances match, then each as a data set (until cancelled)."""
         found = matches(event.identifier)
         yield len(found)
         for path in found:
@@ -329,6 +166,9 @@ def _serve_pynetdicom_qr(args: argparse.Namespace) -> None:
                 yield (0xFE00, None)
                 return
             yield (0xFF00, dcmread(path))
+
+    def handle_get(event: Any) -> Iterator[Any]:
+        yield from sub_operations(event)
 
     def handle_move(event: Any) -> Iterator[Any]:
         destination = destinations.get(str(event.move_destination).strip())
@@ -337,18 +177,10 @@ def _serve_pynetdicom_qr(args: argparse.Namespace) -> None:
             return
         # The sub-association turns Nagle off too (evt_handlers for ae.associate()).
         yield (*destination, {"evt_handlers": [nodelay]})
-        found = matches(event.identifier)
-        yield len(found)
-        for path in found:
-            if event.is_cancelled:
-                yield (0xFE00, None)
-                return
-            yield (0xFF00, dcmread(path))
+        yield from sub_operations(event)
 
     handlers: Any = [(evt.EVT_C_GET, handle_get), (evt.EVT_C_MOVE, handle_move), nodelay]
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = _stop_flag()
     server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
     assert server is not None
     _emit({"ready": True, "port": server.server_address[1], "pid": os.getpid()})
@@ -377,23 +209,14 @@ async def _move_aiodimse(args: argparse.Namespace) -> dict[str, Any]:
     """C-MOVE to a StorageServer on this process's own loop (``receive=``)."""
     import aiodimse
 
-    timeouts = aiodimse.Timeouts(connect=10, acse=10, dimse=args.dimse_timeout)
     contexts = aiodimse.contexts.query_retrieve(find=False, get=False, models=("study",))
     async with aiodimse.StorageServer(
         args.dest_ae, args.dest_port, host="127.0.0.1", directory=args.out
     ) as scp:
         start = time.perf_counter()
         cpu = time.process_time()
-        async with aiodimse.connect(
-            "127.0.0.1",
-            args.port,
-            calling_ae=CALLING_AE,
-            called_ae=args.called_ae,
-            contexts=contexts,
-            timeouts=timeouts,
-        ) as assoc:
-            transport = assoc._transport
-            nodelay = _nodelay_of(transport.get_extra_info("socket") if transport else None)
+        async with _connect(args, contexts) as assoc:
+            nodelay = _assoc_nodelay(assoc)
             begun = time.perf_counter()
             result = await assoc.move(
                 _query(args.study), args.dest_ae, receive=scp, check=False, arrival_timeout=30
@@ -414,20 +237,11 @@ async def _get_aiodimse(args: argparse.Namespace) -> dict[str, Any]:
     """C-GET with ``contexts.for_get()`` into a DirectorySink."""
     import aiodimse
 
-    timeouts = aiodimse.Timeouts(connect=10, acse=10, dimse=args.dimse_timeout)
     sink = aiodimse.DirectorySink(args.out)
     start = time.perf_counter()
     cpu = time.process_time()
-    async with aiodimse.connect(
-        "127.0.0.1",
-        args.port,
-        calling_ae=CALLING_AE,
-        called_ae=args.called_ae,
-        contexts=aiodimse.contexts.for_get(),
-        timeouts=timeouts,
-    ) as assoc:
-        transport = assoc._transport
-        nodelay = _nodelay_of(transport.get_extra_info("socket") if transport else None)
+    async with _connect(args, aiodimse.contexts.for_get()) as assoc:
+        nodelay = _assoc_nodelay(assoc)
         begun = time.perf_counter()
         result = await assoc.get(_query(args.study), sink=sink, check=False)
         service = time.perf_counter() - begun
@@ -442,20 +256,6 @@ async def _get_aiodimse(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # -- pynetdicom clients ------------------------------------------------------------------------
-
-
-def _pynetdicom_store_handler(out: Path, sockets: list[bool]) -> Any:
-    """EVT_C_STORE: move the file pynetdicom wrote as the data set arrived into ``out``."""
-
-    def handle_store(event: Any) -> int:
-        if len(sockets) < 64:
-            sock = event.assoc.dul.socket
-            sockets.append(_nodelay_of(sock.socket if sock else None))
-        uid = str(event.request.AffectedSOPInstanceUID)
-        os.replace(event.dataset_path, out / f"{uid}.dcm")
-        return 0x0000
-
-    return handle_store
 
 
 def _pynetdicom_final(responses: Iterator[Any]) -> tuple[dict[str, Any], int]:
@@ -487,19 +287,27 @@ def _query_dataset(study: str) -> Any:
     return ds
 
 
-def _move_pynetdicom(args: argparse.Namespace) -> dict[str, Any]:
-    """pynetdicom SCU with its own storage SCP (same AE, another thread) as destination."""
-    from pynetdicom import AE, evt
-    from pynetdicom.transport import ThreadedAssociationServer
+def _pynetdicom_retrieve_scu(args: argparse.Namespace) -> tuple[Any, Path]:
+    """pynetdicom's AE for a C-MOVE or C-GET SCU, and the folder received instances go to."""
+    from pynetdicom import AE
 
     _configure_pynetdicom()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    nodelay = _pynetdicom_nodelay_handler()
-    stored_sockets: list[bool] = []
     ae = AE(ae_title=CALLING_AE)
     ae.acse_timeout = 10
     ae.dimse_timeout = ae.network_timeout = args.dimse_timeout
+    return ae, out
+
+
+def _move_pynetdicom(args: argparse.Namespace) -> dict[str, Any]:
+    """pynetdicom SCU with its own storage SCP (same AE, another thread) as destination."""
+    from pynetdicom import evt
+    from pynetdicom.transport import ThreadedAssociationServer
+
+    ae, out = _pynetdicom_retrieve_scu(args)
+    nodelay = _pynetdicom_nodelay_handler()
+    stored_sockets: list[bool] = []
     ae.add_requested_context(uids.STUDY_ROOT_QR_MOVE)
     ae.add_supported_context(CT_IMAGE_STORAGE)
     server: ThreadedAssociationServer | None = ae.start_server(
@@ -517,8 +325,7 @@ def _move_pynetdicom(args: argparse.Namespace) -> dict[str, Any]:
         )
         if not assoc.is_established:
             raise SystemExit("pynetdicom could not associate with the Q/R SCP")
-        sock = assoc.dul.socket
-        assoc_nodelay = _nodelay_of(sock.socket if sock else None)
+        assoc_nodelay = _pynetdicom_nodelay(assoc)
         begun = time.perf_counter()
         final, responses = _pynetdicom_final(
             assoc.send_c_move(_query_dataset(args.study), args.dest_ae, uids.STUDY_ROOT_QR_MOVE)
@@ -541,15 +348,10 @@ def _move_pynetdicom(args: argparse.Namespace) -> dict[str, Any]:
 
 def _get_pynetdicom(args: argparse.Namespace) -> dict[str, Any]:
     """pynetdicom C-GET: SCP role for CT storage by role selection, C-STORE handler."""
-    from pynetdicom import AE, build_role, evt
+    from pynetdicom import build_role, evt
 
-    _configure_pynetdicom()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    ae, out = _pynetdicom_retrieve_scu(args)
     stored_sockets: list[bool] = []
-    ae = AE(ae_title=CALLING_AE)
-    ae.acse_timeout = 10
-    ae.dimse_timeout = ae.network_timeout = args.dimse_timeout
     ae.add_requested_context(uids.STUDY_ROOT_QR_GET)
     ae.add_requested_context(CT_IMAGE_STORAGE)
     handlers: Any = [
@@ -567,8 +369,7 @@ def _get_pynetdicom(args: argparse.Namespace) -> dict[str, Any]:
     )
     if not assoc.is_established:
         raise SystemExit("pynetdicom could not associate with the Q/R SCP")
-    sock = assoc.dul.socket
-    nodelay = _nodelay_of(sock.socket if sock else None)
+    nodelay = _pynetdicom_nodelay(assoc)
     begun = time.perf_counter()
     final, responses = _pynetdicom_final(
         assoc.send_c_get(_query_dataset(args.study), uids.STUDY_ROOT_QR_GET)
@@ -592,27 +393,13 @@ def _get_pynetdicom(args: argparse.Namespace) -> dict[str, Any]:
 async def _window_store(args: argparse.Namespace) -> dict[str, Any]:
     """C-STORE every file on one association: with the window, all at once through
     ``asyncio.gather`` (the window keeps N outstanding); without, one after the other."""
-    import aiodimse
-    from aiodimse.dicomfile import read_part10
-
     files = _read_list(args.files_from)
-    info = read_part10(files[0])
-    contexts = [aiodimse.ContextRequest(info.sop_class_uid, (info.transfer_syntax_uid,))]
-    timeouts = aiodimse.Timeouts(connect=10, acse=10, dimse=args.dimse_timeout)
     window = (args.window, args.window) if args.window else None
     counts: Counter[str] = Counter()
     peak = 0
     start = time.perf_counter()
     cpu = time.process_time()
-    async with aiodimse.connect(
-        "127.0.0.1",
-        args.port,
-        calling_ae=CALLING_AE,
-        called_ae=args.called_ae,
-        contexts=contexts,
-        timeouts=timeouts,
-        async_window=window,
-    ) as assoc:
+    async with _connect(args, _file_contexts(files), async_window=window) as assoc:
         negotiated = assoc.negotiated
         assert negotiated is not None
         outstanding = assoc._outgoing
@@ -698,7 +485,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         result = _move_pynetdicom(args) if args.command == "move" else _get_pynetdicom(args)
     if args.command in ("move", "get"):
-        result["files"] = _count_files(args.out)
+        result["files"] = C.count_files(args.out)
     _emit(result)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -23,7 +24,10 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import aiodimse
 
 BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR.parent) not in sys.path:
@@ -52,6 +56,71 @@ def _nodelay_of(sock: socket.socket | None) -> bool:
         return False
 
 
+def _stop_event() -> asyncio.Event:
+    """Set on SIGTERM or SIGINT: an asyncio server serves until then."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    return stop
+
+
+def _stop_flag() -> threading.Event:
+    """Set on SIGTERM or SIGINT: a pynetdicom server (threads) serves until then."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    return stop
+
+
+# -- aiodimse clients' association ---------------------------------------------------------------
+
+
+def _connect(
+    args: argparse.Namespace,
+    contexts: Any,
+    timeouts: aiodimse.Timeouts | None = None,
+    **options: Any,
+) -> contextlib.AbstractAsyncContextManager[aiodimse.Association]:
+    """An association from CALLING_AE to ``args.called_ae`` on 127.0.0.1:``args.port``;
+    ``timeouts`` default to 10 s for connect and A-ASSOCIATE, ``args.dimse_timeout`` after."""
+    import aiodimse
+
+    if timeouts is None:
+        timeouts = aiodimse.Timeouts(connect=10, acse=10, dimse=args.dimse_timeout)
+    return aiodimse.connect(
+        "127.0.0.1",
+        args.port,
+        calling_ae=CALLING_AE,
+        called_ae=args.called_ae,
+        contexts=contexts,
+        timeouts=timeouts,
+        **options,
+    )
+
+
+def _assoc_nodelay(assoc: aiodimse.Association) -> bool:
+    """Whether TCP_NODELAY is on for an aiodimse association's socket."""
+    transport = assoc._transport
+    return _nodelay_of(transport.get_extra_info("socket") if transport else None)
+
+
+def _pynetdicom_nodelay(assoc: Any) -> bool:
+    """Whether TCP_NODELAY is on for a pynetdicom association's socket."""
+    sock = assoc.dul.socket
+    return _nodelay_of(sock.socket if sock else None)
+
+
+def _file_contexts(files: list[Path]) -> list[Any]:
+    """One context: the SOP class and transfer syntax of the first file (every file of a
+    benchmark has the same: one header is read, not all)."""
+    import aiodimse
+    from aiodimse.dicomfile import read_part10
+
+    info = read_part10(files[0])
+    return [aiodimse.ContextRequest(info.sop_class_uid, (info.transfer_syntax_uid,))]
+
+
 # -- aiodimse ----------------------------------------------------------------------------------
 
 
@@ -64,10 +133,7 @@ async def _serve_aiodimse(args: argparse.Namespace) -> None:
     }
     if args.max_pdu:
         options["max_pdu"] = args.max_pdu
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
+    stop = _stop_event()
     server = aiodimse.StorageServer(CALLED_AE, 0, host="127.0.0.1", directory=args.dir, **options)
     peak = 0
 
@@ -95,13 +161,11 @@ def _storage_contexts(files: list[Path], mode: str = "exact") -> list[Any]:
     an SCP that prefers it (storescp +xa does) makes the client deflate every instance.
     """
     import aiodimse
-    from aiodimse.dicomfile import read_part10
 
     # Every file of a benchmark has the same class and syntax: read one header, not all.
     if mode == "for-files":
         return aiodimse.contexts.for_files(files[:1])
-    info = read_part10(files[0])
-    return [aiodimse.ContextRequest(info.sop_class_uid, (info.transfer_syntax_uid,))]
+    return _file_contexts(files)
 
 
 async def _store_aiodimse(args: argparse.Namespace) -> dict[str, Any]:
@@ -109,23 +173,13 @@ async def _store_aiodimse(args: argparse.Namespace) -> dict[str, Any]:
 
     files = _read_list(args.files_from)
     contexts = _storage_contexts(files, args.contexts)
-    timeouts = aiodimse.Timeouts(connect=10, acse=10, dimse=args.dimse_timeout)
     counts: Counter[str] = Counter()
     nodelay = False
     start = time.perf_counter()
     cpu = time.process_time()
     options: dict[str, Any] = {"max_pdu": args.max_pdu} if args.max_pdu else {}
-    async with aiodimse.connect(
-        "127.0.0.1",
-        args.port,
-        calling_ae=CALLING_AE,
-        called_ae=args.called_ae,
-        contexts=contexts,
-        timeouts=timeouts,
-        **options,
-    ) as assoc:
-        transport = assoc._transport
-        nodelay = _nodelay_of(transport.get_extra_info("socket") if transport else None)
+    async with _connect(args, contexts, **options) as assoc:
+        nodelay = _assoc_nodelay(assoc)
         negotiated = assoc.negotiated
         accepted = [c.transfer_syntax for c in negotiated.accepted] if negotiated else []
         for path in files:
@@ -169,14 +223,7 @@ async def _flood(args: argparse.Namespace) -> dict[str, Any]:
         nonlocal stored
         await gate.wait()
         try:
-            async with aiodimse.connect(
-                "127.0.0.1",
-                args.port,
-                calling_ae=CALLING_AE,
-                called_ae=args.called_ae,
-                contexts=contexts,
-                timeouts=timeouts,
-            ) as assoc:
+            async with _connect(args, contexts, timeouts) as assoc:
                 for path in files[k * per : (k + 1) * per]:
                     status = await assoc.store(path, check=False)
                     if status.code == 0:
@@ -236,6 +283,20 @@ def _configure_pynetdicom() -> None:
     _config.STORE_RECV_CHUNKED_DATASET = True
 
 
+def _pynetdicom_store_handler(out: Path, sockets: list[bool] | None = None) -> Any:
+    """EVT_C_STORE: move the file pynetdicom wrote as the data set arrived into ``out``;
+    with ``sockets``, note whether TCP_NODELAY was on (the first 64 stores)."""
+
+    def handle_store(event: Any) -> int:
+        if sockets is not None and len(sockets) < 64:
+            sockets.append(_pynetdicom_nodelay(event.assoc))
+        uid = str(event.request.AffectedSOPInstanceUID)
+        os.replace(event.dataset_path, out / f"{uid}.dcm")
+        return 0x0000
+
+    return handle_store
+
+
 def _serve_pynetdicom(args: argparse.Namespace) -> None:
     from pynetdicom import AE, AllStoragePresentationContexts, evt
     from pynetdicom.transport import AssociationServer
@@ -243,11 +304,6 @@ def _serve_pynetdicom(args: argparse.Namespace) -> None:
     _configure_pynetdicom()
     out = Path(args.dir)
     out.mkdir(parents=True, exist_ok=True)
-
-    def handle_store(event: Any) -> int:
-        uid = str(event.request.AffectedSOPInstanceUID)
-        os.replace(event.dataset_path, out / f"{uid}.dcm")
-        return 0x0000
 
     # The listen backlog (socketserver's documented knob), as large as aiodimse's.
     AssociationServer.request_queue_size = args.backlog
@@ -258,10 +314,11 @@ def _serve_pynetdicom(args: argparse.Namespace) -> None:
     for cx in AllStoragePresentationContexts[:127]:
         assert cx.abstract_syntax is not None
         ae.add_supported_context(cx.abstract_syntax, cx.transfer_syntax)
-    handlers: Any = [(evt.EVT_C_STORE, handle_store), _pynetdicom_nodelay_handler()]
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    handlers: Any = [
+        (evt.EVT_C_STORE, _pynetdicom_store_handler(out)),
+        _pynetdicom_nodelay_handler(),
+    ]
+    stop = _stop_flag()
     server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
     assert server is not None
     _emit(
@@ -312,8 +369,7 @@ def _store_pynetdicom(args: argparse.Namespace) -> dict[str, Any]:
                 counts["failed"] += 1
                 assoc = None
                 continue
-            assoc_socket = assoc.dul.socket
-            nodelay = _nodelay_of(assoc_socket.socket if assoc_socket else None)
+            nodelay = _pynetdicom_nodelay(assoc)
             accepted = [str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts]
         status = assoc.send_c_store(path)
         code = getattr(status, "Status", None)

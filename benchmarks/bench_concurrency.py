@@ -261,7 +261,6 @@ def main() -> None:
         rows,
     )
     print()
-    print(f"after: {C.load_caveat()}")
     payload = {
         "benchmark": "bench_concurrency",
         "quick": args.quick,
@@ -274,9 +273,7 @@ def main() -> None:
         "summary": summary,
         "runs_detail": [r for rs in results.values() for r in rs],
     }
-    name = "bench_concurrency" + ("-quick" if args.quick else "")
-    path = C.write_result(args.results_dir, name, payload)
-    print(f"results: {path}")
+    C.finish(args, "bench_concurrency", payload)
 
 
 if __name__ == "__main__":

@@ -177,7 +177,8 @@ def aiodimse_find(server: Server, query: dict[str, str], runs: int) -> tuple[lis
 def pynetdicom_find(server: Server, query: dict[str, str], runs: int) -> tuple[list[float], int]:
     from pydicom import Dataset
     from pynetdicom import AE
-    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
+
+    from aiodimse.uids import STUDY_ROOT_QR_FIND as FIND
 
     ae = AE(ae_title=CLIENT_AET)
     ae.add_requested_context(FIND)
@@ -185,7 +186,8 @@ def pynetdicom_find(server: Server, query: dict[str, str], runs: int) -> tuple[l
     assoc = ae.associate("127.0.0.1", server.port, ae_title=server.aet)
     if not assoc.is_established:
         raise RuntimeError(f"pynetdicom could not associate with {server.name}")
-    sock = assoc.dul.socket.socket
+    assoc_socket = assoc.dul.socket
+    sock = assoc_socket.socket if assoc_socket else None
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     ds = Dataset()

@@ -252,7 +252,6 @@ def main() -> None:
         "\nnote: aiodimse's decode is zero-copy (PDV data are memoryviews into the PDU); "
         "pynetdicom copies each PDV value into new bytes."
     )
-    print(f"after: {C.load_caveat()}")
     payload = {
         "benchmark": "bench_pdu",
         "quick": args.quick,
@@ -262,8 +261,7 @@ def main() -> None:
         "load_after": C.load_caveat(),
         "rows": records,
     }
-    path = C.write_result(args.results_dir, "bench_pdu" + ("-quick" if args.quick else ""), payload)
-    print(f"results: {path}")
+    C.finish(args, "bench_pdu", payload)
 
 
 if __name__ == "__main__":

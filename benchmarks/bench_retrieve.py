@@ -47,15 +47,12 @@ import contextlib
 import os
 import shutil
 import signal
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import _common as C
-import _retrieve_workers as RW
-from bench_store import _DCMTK_LOG_CONFIG, _log_seconds
 
 from aiodimse.testing import peers
 
@@ -111,12 +108,8 @@ DCMTK_ROW = "dcmtk"
 
 
 @dataclass
-class Row:
+class Row(C.RowRuns):
     spec: Spec
-    rates: list[float] = field(default_factory=list)
-    mib_rates: list[float] = field(default_factory=list)
-    runs: list[dict[str, Any]] = field(default_factory=list)
-    skipped: str | None = None
 
     @property
     def needs_dcmtk(self) -> bool:
@@ -195,7 +188,7 @@ def start_scps(setup: Setup, wanted: set[str], dcmtk: bool, profile: Path | None
         if indexed != n:
             raise RuntimeError(f"the archive indexed {indexed} of {n} instances")
         took = time.perf_counter() - started
-        worker = RW.start_server(
+        worker = C.start_server(
             "archive",
             "--dir",
             storage,
@@ -205,6 +198,8 @@ def start_scps(setup: Setup, wanted: set[str], dcmtk: bool, profile: Path | None
             f"{AIODIMSE_DEST}={ports['aiodimse']}",
             "--dest",
             f"{STORESCP_DEST}={ports['storescp']}",
+            script=C.RETRIEVE_WORKERS,
+            timeout=60.0,
             profile=profile / "archive-server.prof" if profile else None,
         )
         setup.stoppers.append(worker.stop)
@@ -212,7 +207,7 @@ def start_scps(setup: Setup, wanted: set[str], dcmtk: bool, profile: Path | None
         print(f"archive filled by Archive.ingest: {n} instances in {took:.1f} s")
     if "pynetdicom" in wanted:
         file_list = C.write_file_list(scratch / "qr-files.txt", setup.files)
-        worker = RW.start_server(
+        worker = C.start_server(
             "pynetdicom-qr",
             "--files-from",
             file_list,
@@ -220,6 +215,8 @@ def start_scps(setup: Setup, wanted: set[str], dcmtk: bool, profile: Path | None
             PYNETDICOM_AE,
             "--dest",
             f"{PYNETDICOM_DEST}={ports['pynetdicom']}",
+            script=C.RETRIEVE_WORKERS,
+            timeout=60.0,
         )
         setup.stoppers.append(worker.stop)
         setup.scps["pynetdicom"] = (worker.port, worker.pid, PYNETDICOM_AE)
@@ -235,29 +232,24 @@ def dcmtk_timing(log: str) -> dict[str, Any]:
     status = "none"
     for line in log.splitlines():
         if "Requesting Association" in line:
-            begin = _log_seconds(line)
+            begin = C.log_seconds(line)
         elif "Sub-Association Received" in line and sub is None:
-            sub = _log_seconds(line)
+            sub = C.log_seconds(line)
         elif "Sending Move Request" in line or "Sending C-GET Request" in line:
-            sent = _log_seconds(line)
+            sent = C.log_seconds(line)
         elif "Received Final Move Response" in line or (
             "Received C-GET Response" in line and "(Pending)" not in line
         ):
-            final = _log_seconds(line)
+            final = C.log_seconds(line)
             status = line.rsplit("(", 1)[-1].rstrip(")") if "(" in line else line
         elif "Releasing Association" in line and end is None:
-            end = _log_seconds(line)
-
-    def span(a: float | None, b: float | None) -> float | None:
-        if a is None or b is None:
-            return None
-        return b - a if b >= a else b + 86400 - a  # past midnight
+            end = C.log_seconds(line)
 
     return {
-        "seconds": span(begin, end),
-        "retrieve_seconds": span(sent, final),
+        "seconds": C.log_span(begin, end),
+        "retrieve_seconds": C.log_span(sent, final),
         # movescu --port: from the C-MOVE-RQ to accepting the SCP's sub-association.
-        "sub_association_wait": span(sent, sub),
+        "sub_association_wait": C.log_span(sent, sub),
         "status": status,
     }
 
@@ -277,30 +269,16 @@ def run_dcmtk(
         argv += ["-od", str(out)]
     argv += ["-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={setup.study}"]
     argv += ["127.0.0.1", str(port)]
-    before = os.times()
-    started = time.perf_counter()
-    try:
-        done = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=peers.peer_env(),
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
+    run = C.run_tool(argv, timeout)
+    done = run.out
+    if done is None:
         return {"seconds": 0.0, "error": f"{tool}: no result within {timeout:.0f} s"}
-    wall = time.perf_counter() - started
-    after = os.times()
     result = dcmtk_timing(done.stdout + done.stderr)
-    result["process_seconds"] = wall
+    result["process_seconds"] = run.seconds
     if result["seconds"] is None:
-        result["seconds"] = wall
+        result["seconds"] = run.seconds
     # The whole process, start-up included (small for these tools).
-    result["cpu_seconds"] = (
-        after.children_user + after.children_system - before.children_user - before.children_system
-    )
+    result["cpu_seconds"] = run.cpu_seconds
     result["returncode"] = done.returncode
     if done.returncode:
         result["stderr"] = (done.stdout + done.stderr)[-1500:]
@@ -324,7 +302,9 @@ def run_python(
     if profile_dir is not None and spec.client == "aiodimse":
         prof = profile_dir / f"{spec.service}-{spec.key}-client-{run + 1}.prof"
     try:
-        return RW.run_client(*args, timeout=timeout, profile=prof)
+        return C.run_client(
+            *args, timeout=timeout, script=C.RETRIEVE_WORKERS, profile=prof, process_cpu=True
+        )
     except C.WorkerError as exc:
         return {"seconds": 0.0, "error": str(exc)[-800:]}
 
@@ -350,8 +330,8 @@ def measure(
             )
         except peers.PeerError as exc:
             return {"seconds": 0.0, "files": 0, "error": f"storescp did not start: {exc}"[-800:]}
-    scp_cpu = RW.TreeCPU(scp_pid)
-    dest_cpu = RW.TreeCPU(dest.pid) if dest is not None else None
+    scp_cpu = C.TreeCPU(scp_pid)
+    dest_cpu = C.TreeCPU(dest.pid) if dest is not None else None
     code: int | None = None
     try:
         with contextlib.ExitStack() as stack:
@@ -387,25 +367,32 @@ def _cpu_ms(runs: list[dict[str, Any]], keys: tuple[str, ...], n: int) -> float 
     return C.median(values)
 
 
+def _problems(run: dict[str, Any], n: int) -> list[str]:
+    """What went wrong in one run of ``n`` instances: nothing unless instances are missing or
+    it failed, then with the tail of the client's stderr."""
+    missing = n - int(run.get("files", 0))
+    if not missing and not run.get("error"):
+        return []
+    return [
+        f"{missing} instance(s) missing on disk" if missing else "",
+        str(run.get("error") or ""),
+        str(run.get("stderr") or "")[-300:],
+    ]
+
+
 def main() -> None:
-    parser = C.base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=None, help="runs per row (default 3; quick 1)")
+    parser = C.base_parser(__doc__.splitlines()[0], runs=True)
     parser.add_argument(
         "--instances", type=int, default=None, help="instances in the study (default 500; quick 10)"
     )
     parser.add_argument("--size", type=int, default=512, help="rows = columns (default 512)")
-    parser.add_argument(
-        "--only", nargs="*", help="rows to run as service:key, e.g. move:aiodimse (default: all)"
-    )
-    parser.add_argument(
-        "--profile",
-        type=Path,
-        default=None,
-        help="run aiodimse's client processes and the archive under cProfile, .prof files here "
-        "(slows them down: the rates are then not comparable)",
+    C.add_row_options(
+        parser,
+        "aiodimse's client processes and the archive",
+        only="rows to run as service:key, e.g. move:aiodimse (default: all)",
     )
     args = parser.parse_args()
-    runs = args.runs or (1 if args.quick else 3)
+    runs = C.runs_of(args)
     n = args.instances if args.instances is not None else (10 if args.quick else 500)
     timeout = 60.0 if args.quick else 600.0
     dcmtk = C.have_dcmtk()
@@ -437,35 +424,29 @@ def main() -> None:
             zip(("aiodimse", "pynetdicom", "storescp", "movescu"), peers.free_ports(4), strict=True)
         )
         setup = Setup(files, study, total, scratch, ports)
-        log_config = scratch / "dcmtk-log.cfg"
-        log_config.write_text(_DCMTK_LOG_CONFIG, encoding="ascii")
+        log_config = C.write_dcmtk_log_config(scratch / "dcmtk-log.cfg")
         try:
             start_scps(setup, wanted, dcmtk, args.profile)
-            for run in range(runs):
-                for row in rows:
-                    if row.skipped:
-                        continue
-                    spec = row.spec
-                    result = measure(spec, setup, timeout, log_config, args.profile, run)
-                    result["run"] = run
-                    row.runs.append(result)
-                    got = int(result.get("files", 0))
-                    seconds = float(result.get("seconds") or 0.0)
-                    if seconds <= 0:
-                        what = f"{spec.service}: {spec.label}"
-                        print(f"  run {run + 1}/{runs} {what}: {result.get('error')}")
-                        continue
-                    row.rates.append(got / seconds)
-                    row.mib_rates.append(total * got / n / seconds / C.MIB)
-                    note = f"  received {got}/{n}" if got != n else ""
-                    status = result.get("status")
-                    if status not in ("0000", "Success"):
-                        note += f"  final status {status}"
-                    print(
-                        f"  run {run + 1}/{runs} {spec.service:4s} {spec.label:52s}"
-                        f" {got / seconds:8.1f} inst/s{note}",
-                        flush=True,
-                    )
+            for run, row in C.pending(rows, runs):
+                spec = row.spec
+                result = measure(spec, setup, timeout, log_config, args.profile, run)
+                row.add_run(run, result)
+                got = int(result.get("files", 0))
+                seconds = float(result.get("seconds") or 0.0)
+                if seconds <= 0:
+                    what = f"{spec.service}: {spec.label}"
+                    print(f"  run {run + 1}/{runs} {what}: {result.get('error')}")
+                    continue
+                row.add_rate(got, seconds, n, total)
+                note = f"  received {got}/{n}" if got != n else ""
+                status = result.get("status")
+                if status not in ("0000", "Success"):
+                    note += f"  final status {status}"
+                print(
+                    f"  run {run + 1}/{runs} {spec.service:4s} {spec.label:52s}"
+                    f" {got / seconds:8.1f} inst/s{note}",
+                    flush=True,
+                )
         finally:
             for stop in reversed(setup.stoppers):
                 stop()
@@ -522,26 +503,12 @@ def main() -> None:
             ],
             table,
         )
-        problems = [
-            f"  {row.spec.label}, run {int(r.get('run', 0)) + 1}: "
-            + "; ".join(
-                part
-                for part in (
-                    f"{n - int(r.get('files', 0))} instance(s) missing on disk"
-                    if int(r.get("files", 0)) != n
-                    else "",
-                    str(r.get("error") or ""),
-                    str(r.get("stderr") or "")[-300:],
-                )
-                if part
-            )
-            for row in chosen
-            for r in row.runs
-            if int(r.get("files", 0)) != n or r.get("error")
-        ]
-        if problems:
-            print("missing instances and failures (counted above, never hidden):")
-            print("\n".join(problems))
+        C.print_problems(
+            "missing instances and failures (counted above, never hidden):",
+            [(row.spec.label, row) for row in chosen],
+            _problems,
+            n,
+        )
         for row in chosen:
             waits = [
                 float(r["sub_association_wait"]) for r in row.runs if r.get("sub_association_wait")
@@ -554,17 +521,7 @@ def main() -> None:
                     f" {C.median(spans):.2f} s in all): a fixed wait per C-MOVE, not a rate"
                 )
         payload["services"][service] = [
-            {
-                "key": r.spec.key,
-                "label": r.spec.label,
-                "client": r.spec.client,
-                "scp": r.spec.scp,
-                "skipped": r.skipped,
-                "median_inst_per_s": med.get(r.spec.key),
-                "median_mib_per_s": C.median(r.mib_rates),
-                "rates": r.rates,
-                "runs": r.runs,
-            }
+            r.summary(r.spec.key, r.spec.label, client=r.spec.client, scp=r.spec.scp)
             for r in chosen
         ]
     print()
@@ -573,13 +530,7 @@ def main() -> None:
         "destination); SCP CPU = the Q/R SCP with its forked children (sampled every 20 ms). "
         "DCMTK clients' CPU includes their start-up."
     )
-    if args.profile:
-        print(f"profiles (rates under cProfile are not comparable): {args.profile}")
-    print(f"after: {C.load_caveat()}")
-    path = C.write_result(
-        args.results_dir, "bench_retrieve" + ("-quick" if args.quick else ""), payload
-    )
-    print(f"results: {path}")
+    C.finish(args, "bench_retrieve", payload, args.profile)
 
 
 if __name__ == "__main__":

@@ -25,9 +25,7 @@ than the rates, which also measure how often each process got a CPU.
 
 from __future__ import annotations
 
-import resource
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,17 +38,13 @@ from aiodimse.testing import peers
 
 
 @dataclass
-class Row:
+class Row(C.RowRuns):
     """One client/server pairing."""
 
     key: str
     label: str
     client: str  # aiodimse | pynetdicom | dcmtk
     server: str  # aiodimse | pynetdicom | dcmtk
-    rates: list[float] = field(default_factory=list)
-    mib_rates: list[float] = field(default_factory=list)
-    runs: list[dict[str, Any]] = field(default_factory=list)
-    skipped: str | None = None
 
     @property
     def needs_dcmtk(self) -> bool:
@@ -67,14 +61,9 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
 
 
 @dataclass
-class DataSet:
-    key: str
-    name: str
-    files: list[Path]
-    file_list: Path
-    total_bytes: int
-    rows: list[Row]
-    syntax: str
+class DataSet(C.InstanceSet):
+    rows: list[Row] = field(default_factory=list)
+    syntax: str = ""
 
 
 class Server:
@@ -115,25 +104,6 @@ class Server:
         return self.worker.stop()[-2000:]
 
 
-#: storescu logs with millisecond timestamps (DCMTK's log4cplus-style --log-config), so that
-#: its association can be timed like the Python clients: request -> release.
-_DCMTK_LOG_CONFIG = """\
-log4cplus.rootLogger = INFO, console
-log4cplus.appender.console = log4cplus::ConsoleAppender
-log4cplus.appender.console.layout = log4cplus::PatternLayout
-log4cplus.appender.console.layout.ConversionPattern = %D{%H:%M:%S.%q} %m%n
-"""
-
-
-def _log_seconds(line: str) -> float | None:
-    stamp = line.split(" ", 1)[0]
-    try:
-        h, m, rest = stamp.split(":")
-        return int(h) * 3600 + int(m) * 60 + float(rest)
-    except ValueError:
-        return None
-
-
 def storescu_timing(log: str) -> tuple[float | None, int, int]:
     """(seconds from "Requesting Association" to "Releasing Association", successes,
     other responses) from storescu's timestamped log."""
@@ -141,57 +111,39 @@ def storescu_timing(log: str) -> tuple[float | None, int, int]:
     ok = other = 0
     for line in log.splitlines():
         if "Requesting Association" in line:
-            begin = _log_seconds(line)
+            begin = C.log_seconds(line)
         elif "Releasing Association" in line or "Association Release" in line:
-            end = _log_seconds(line) if end is None else end
+            end = C.log_seconds(line) if end is None else end
         elif "Received Store Response" in line:
             if "(Success)" in line:
                 ok += 1
             else:
                 other += 1
-    if begin is None or end is None:
-        return None, ok, other
-    if end < begin:  # past midnight
-        end += 86400
-    return end - begin, ok, other
+    return C.log_span(begin, end), ok, other
 
 
 def run_storescu(
     port: int, files: list[Path], max_pdu: int, timeout: float, scratch: Path
 ) -> dict[str, Any]:
     """DCMTK's storescu; timed from its association request to its release (its own log)."""
-    cfg = scratch / "storescu-log.cfg"
-    cfg.write_text(_DCMTK_LOG_CONFIG, encoding="ascii")
+    cfg = C.write_dcmtk_log_config(scratch / "storescu-log.cfg")
     argv = [peers.dcmtk_tool("storescu"), "--log-config", str(cfg)]
     argv += ["-aet", "BENCHSCU", "-aec", "STORESCP"]
     argv += ["-to", "10", "-ta", "10", "-td", str(int(min(30.0, timeout / 2)))]
     if max_pdu:
         argv += ["--max-pdu", str(max_pdu)]
     argv += ["127.0.0.1", str(port), *(str(f) for f in files)]
-    start = time.perf_counter()
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    try:
-        out = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=peers.peer_env(),
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return {"seconds": time.perf_counter() - start, "ok": 0, "stalls": 1, "timeout": True}
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    done = C.run_tool(argv, timeout)
+    out = done.out
+    if out is None:
+        return {"seconds": done.seconds, "ok": 0, "stalls": 1, "timeout": True}
     seconds, ok, other = storescu_timing(out.stdout + out.stderr)
     return {
         # The log has millisecond resolution; fall back to the process time without it.
-        "seconds": seconds if seconds else wall,
-        "process_seconds": wall,
+        "seconds": seconds if seconds else done.seconds,
+        "process_seconds": done.seconds,
         # The whole process: its start-up and file scan included (a small part).
-        "cpu_seconds": cpu,
+        "cpu_seconds": done.cpu_seconds,
         "ok": ok,
         "failed": other,
         "returncode": out.returncode,
@@ -264,11 +216,23 @@ def _cpu_ms(runs: list[dict[str, Any]], side: str, n: int) -> float | None:
     return C.median(values)
 
 
+def _problems(run: dict[str, Any], n: int) -> list[str]:
+    """What went wrong in one run of ``n`` instances (empty strings for what did not)."""
+    return [
+        f"{run['stalls']} C-STORE response(s) never seen within the DIMSE timeout"
+        " (the client aborted, then went on on a new association)"
+        if run.get("stalls")
+        else "",
+        f"{n - int(run['stored'])} instance(s) missing on the server"
+        if int(run["stored"]) != n
+        else "",
+        str(run.get("error") or ""),
+    ]
+
+
 def main() -> None:
-    parser = C.base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=None, help="runs per row (default 3; quick 1)")
-    parser.add_argument("--large", type=int, default=None, help="512x512 instances (default 500)")
-    parser.add_argument("--tiny", type=int, default=None, help="64x64 instances (default 2000)")
+    parser = C.base_parser(__doc__.splitlines()[0], runs=True)
+    C.add_set_options(parser, "large", "tiny")
     parser.add_argument(
         "--max-pdu",
         type=int,
@@ -282,18 +246,9 @@ def main() -> None:
         help="exact: propose only the files' own transfer syntax, like the other clients "
         "(default); for-files: aiodimse.contexts.for_files(), which also offers Deflated",
     )
-    parser.add_argument("--only", nargs="*", help="row keys to run (default: all)")
-    parser.add_argument(
-        "--profile",
-        type=Path,
-        default=None,
-        help="run aiodimse's client and server processes under cProfile, .prof files here "
-        "(slows them down: the rates are then not comparable)",
-    )
+    C.add_row_options(parser, "aiodimse's client and server processes")
     args = parser.parse_args()
-    runs = args.runs or (1 if args.quick else 3)
-    n_large = args.large if args.large is not None else (10 if args.quick else 500)
-    n_tiny = args.tiny if args.tiny is not None else (50 if args.quick else 2000)
+    runs = C.runs_of(args)
     timeout = 60.0 if args.quick else 600.0
     dcmtk = C.have_dcmtk()
 
@@ -312,69 +267,53 @@ def main() -> None:
     with C.scratch_dir("aiodimse-bench-store-") as scratch:
         t0 = time.perf_counter()
         sets: list[DataSet] = []
-        for name, n, size in (("large", n_large, 512), ("tiny", n_tiny, 64)):
+        for name, n, size in C.set_counts(args, "large", "tiny"):
             if n <= 0:
                 continue
-            files = C.write_instances(scratch / f"src-{name}", n, size, size, f"bench-{name}")
-            total = sum(f.stat().st_size for f in files)
-            rows = []
+            data = C.write_instance_set(DataSet, scratch, name, n, size, f"bench-{name}")
+            data.syntax = read_part10(data.files[0]).transfer_syntax_uid
             for key, label, client, server in ROWS:
                 if args.only and key not in args.only:
                     continue
                 row = Row(key, label, client, server)
                 if row.needs_dcmtk and not dcmtk:
                     row.skipped = "DCMTK not installed"
-                rows.append(row)
-            sets.append(
-                DataSet(
-                    name,
-                    f"{n} x {size}x{size} CT ({total / n / 1024:.1f} KiB each)",
-                    files,
-                    C.write_file_list(scratch / f"{name}.txt", files),
-                    total,
-                    rows,
-                    read_part10(files[0]).transfer_syntax_uid,
-                )
-            )
+                data.rows.append(row)
+            sets.append(data)
         print(f"generated the data sets in {time.perf_counter() - t0:.1f} s")
 
         for data in sets:
             n = len(data.files)
-            for run in range(runs):
-                for row in data.rows:
-                    if row.skipped:
-                        continue
-                    result = measure(
-                        row,
-                        data,
-                        scratch,
-                        args.max_pdu,
-                        timeout,
-                        args.aiodimse_contexts,
-                        args.profile,
-                        run,
-                    )
-                    result["run"] = run
-                    row.runs.append(result)
-                    stored = int(result["stored"])
-                    seconds = float(result["seconds"])
-                    if seconds <= 0:
-                        print(f"  run {run + 1}/{runs} {data.name}: {row.label}: {result['error']}")
-                        continue
-                    # The rate counts what the server committed, over the client's time.
-                    row.rates.append(stored / seconds)
-                    row.mib_rates.append(data.total_bytes * stored / n / seconds / C.MIB)
-                    note = ""
-                    if stored != n or result.get("stalls"):
-                        note = f"  stored {stored}/{n}, stalls {result.get('stalls', 0)}"
-                    converted = [t for t in result.get("transfer_syntaxes", []) if t != data.syntax]
-                    if converted:
-                        note += f"  (sent as {', '.join(converted)}: converted by the client)"
-                    print(
-                        f"  run {run + 1}/{runs} {data.name}: {row.label:34s}"
-                        f" {stored / seconds:8.1f} inst/s{note}",
-                        flush=True,
-                    )
+            for run, row in C.pending(data.rows, runs):
+                result = measure(
+                    row,
+                    data,
+                    scratch,
+                    args.max_pdu,
+                    timeout,
+                    args.aiodimse_contexts,
+                    args.profile,
+                    run,
+                )
+                row.add_run(run, result)
+                stored = int(result["stored"])
+                seconds = float(result["seconds"])
+                if seconds <= 0:
+                    print(f"  run {run + 1}/{runs} {data.name}: {row.label}: {result['error']}")
+                    continue
+                # The rate counts what the server committed, over the client's time.
+                row.add_rate(stored, seconds, n, data.total_bytes)
+                note = ""
+                if stored != n or result.get("stalls"):
+                    note = f"  stored {stored}/{n}, stalls {result.get('stalls', 0)}"
+                converted = [t for t in result.get("transfer_syntaxes", []) if t != data.syntax]
+                if converted:
+                    note += f"  (sent as {', '.join(converted)}: converted by the client)"
+                print(
+                    f"  run {run + 1}/{runs} {data.name}: {row.label:34s}"
+                    f" {stored / seconds:8.1f} inst/s{note}",
+                    flush=True,
+                )
 
         payload: dict[str, Any] = {
             "benchmark": "bench_store",
@@ -433,46 +372,19 @@ def main() -> None:
                 ],
                 table,
             )
-            notes = [
-                f"  {row.label}, run {int(r.get('run', 0)) + 1}: "
-                + ", ".join(
-                    part
-                    for part in (
-                        f"{r['stalls']} C-STORE response(s) never seen within the DIMSE timeout"
-                        " (the client aborted, then went on on a new association)"
-                        if r.get("stalls")
-                        else "",
-                        f"{n - int(r['stored'])} instance(s) missing on the server"
-                        if int(r["stored"]) != n
-                        else "",
-                        str(r["error"]) if r.get("error") else "",
-                    )
-                    if part
-                )
-                for row in data.rows
-                for r in row.runs
-                if r.get("stalls") or r.get("error") or int(r["stored"]) != n
-            ]
-            if notes:
-                print("stalls and failures (counted above, never hidden):")
-                print("\n".join(notes))
+            C.print_problems(
+                "stalls and failures (counted above, never hidden):",
+                [(row.label, row) for row in data.rows],
+                _problems,
+                n,
+                sep=", ",
+            )
             payload["sets"].append(
                 {
                     "name": data.name,
                     "instances": n,
                     "total_bytes": data.total_bytes,
-                    "rows": [
-                        {
-                            "key": r.key,
-                            "label": r.label,
-                            "skipped": r.skipped,
-                            "median_inst_per_s": med.get(r.key),
-                            "median_mib_per_s": C.median(r.mib_rates),
-                            "rates": r.rates,
-                            "runs": r.runs,
-                        }
-                        for r in data.rows
-                    ],
+                    "rows": [r.summary(r.key, r.label) for r in data.rows],
                 }
             )
     print()
@@ -480,11 +392,7 @@ def main() -> None:
         "CPU ms/inst = user+system time per instance of each side's process (steadier than "
         "rates under load; storescu's includes its start-up and file scan)."
     )
-    print(f"after: {C.load_caveat()}")
-    path = C.write_result(
-        args.results_dir, "bench_store" + ("-quick" if args.quick else ""), payload
-    )
-    print(f"results: {path}")
+    C.finish(args, "bench_store", payload)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import _common as C
-import _retrieve_workers as RW
 
 from aiodimse.testing import peers
 
@@ -59,22 +58,13 @@ BASELINE = {"window": "serial", "window-dcmtk": "serial-dcmtk"}
 
 
 @dataclass
-class Row:
+class Row(C.RowRuns):
     spec: Spec
-    rates: list[float] = field(default_factory=list)
-    mib_rates: list[float] = field(default_factory=list)
-    runs: list[dict[str, Any]] = field(default_factory=list)
-    skipped: str | None = None
 
 
 @dataclass
-class DataSet:
-    key: str
-    name: str
-    files: list[Path]
-    file_list: Path
-    total_bytes: int
-    rows: list[Row]
+class DataSet(C.InstanceSet):
+    rows: list[Row] = field(default_factory=list)
 
 
 def measure(
@@ -103,13 +93,20 @@ def measure(
             peer = peers.start_storescp(peers.free_port(), out, work_dir=scratch)
             port, pid = peer.port, peer.pid
         else:
-            worker = RW.start_server(
-                "window", "--dir", out, "--window", window, profile=prof("server")
+            worker = C.start_server(
+                "window",
+                "--dir",
+                out,
+                "--window",
+                window,
+                script=C.RETRIEVE_WORKERS,
+                timeout=60.0,
+                profile=prof("server"),
             )
             port, pid = worker.port, worker.pid
     except (C.WorkerError, peers.PeerError) as exc:
         return {"seconds": 0.0, "stored": 0, "error": f"server did not start: {exc}"[-800:]}
-    server_cpu = RW.TreeCPU(pid)
+    server_cpu = C.TreeCPU(pid)
     result: dict[str, Any] = {"seconds": 0.0, "error": "not run"}
     try:
         with server_cpu:
@@ -117,7 +114,13 @@ def measure(
             args += ["--window", window if spec.window else 0]
             args += ["--dimse-timeout", min(60.0, timeout / 2)]
             try:
-                result = RW.run_client(*args, timeout=timeout, profile=prof("client"))
+                result = C.run_client(
+                    *args,
+                    timeout=timeout,
+                    script=C.RETRIEVE_WORKERS,
+                    profile=prof("client"),
+                    process_cpu=True,
+                )
             except C.WorkerError as exc:
                 result = {"seconds": 0.0, "error": str(exc)[-800:]}
     finally:
@@ -142,24 +145,24 @@ def _window_text(runs: list[dict[str, Any]], key: str) -> str:
     return ", ".join("(" + ", ".join(str(v) for v in w) + ")" if w else "none" for w in seen)
 
 
+def _problems(run: dict[str, Any], n: int) -> list[str]:
+    """What went wrong in one run of ``n`` instances (empty strings for what did not)."""
+    return [
+        f"{n - int(run['stored'])} instance(s) missing on the server"
+        if int(run["stored"]) != n
+        else "",
+        f"{run['failed']} store(s) not Success" if run.get("failed") else "",
+        str(run.get("error") or ""),
+    ]
+
+
 def main() -> None:
-    parser = C.base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=None, help="runs per row (default 3; quick 1)")
-    parser.add_argument("--tiny", type=int, default=None, help="64x64 instances (default 2000)")
-    parser.add_argument("--large", type=int, default=None, help="512x512 instances (default 500)")
+    parser = C.base_parser(__doc__.splitlines()[0], runs=True)
+    C.add_set_options(parser, "tiny", "large")
     parser.add_argument("--window", type=int, default=8, help="operations window (default 8)")
-    parser.add_argument("--only", nargs="*", help="row keys to run (default: all)")
-    parser.add_argument(
-        "--profile",
-        type=Path,
-        default=None,
-        help="run the aiodimse client and server under cProfile, .prof files here "
-        "(slows them down: the rates are then not comparable)",
-    )
+    C.add_row_options(parser, "the aiodimse client and server")
     args = parser.parse_args()
-    runs = args.runs or (1 if args.quick else 3)
-    n_tiny = args.tiny if args.tiny is not None else (50 if args.quick else 2000)
-    n_large = args.large if args.large is not None else (10 if args.quick else 500)
+    runs = C.runs_of(args)
     timeout = 60.0 if args.quick else 600.0
     dcmtk = C.have_dcmtk()
     window = args.window
@@ -171,55 +174,39 @@ def main() -> None:
     with C.scratch_dir("aiodimse-bench-window-") as scratch:
         started = time.perf_counter()
         sets: list[DataSet] = []
-        for key, n, size in (("tiny", n_tiny, 64), ("large", n_large, 512)):
+        for key, n, size in C.set_counts(args, "tiny", "large"):
             if n <= 0:
                 continue
-            files = C.write_instances(scratch / f"src-{key}", n, size, size, f"bench-window-{key}")
-            total = sum(f.stat().st_size for f in files)
-            rows = []
+            data = C.write_instance_set(DataSet, scratch, key, n, size, f"bench-window-{key}")
             for spec in specs(window):
                 if args.only and spec.key not in args.only:
                     continue
                 row = Row(spec)
                 if spec.server == "dcmtk" and not dcmtk:
                     row.skipped = "DCMTK not installed"
-                rows.append(row)
-            sets.append(
-                DataSet(
-                    key,
-                    f"{n} x {size}x{size} CT ({total / n / 1024:.1f} KiB each)",
-                    files,
-                    C.write_file_list(scratch / f"{key}.txt", files),
-                    total,
-                    rows,
-                )
-            )
+                data.rows.append(row)
+            sets.append(data)
         print(f"generated the data sets in {time.perf_counter() - started:.1f} s")
 
         for data in sets:
             n = len(data.files)
-            for run in range(runs):
-                for row in data.rows:
-                    if row.skipped:
-                        continue
-                    result = measure(row, data, scratch, window, timeout, args.profile, run)
-                    result["run"] = run
-                    row.runs.append(result)
-                    stored = int(result["stored"])
-                    seconds = float(result.get("seconds") or 0.0)
-                    if seconds <= 0:
-                        what = f"{data.key}: {row.spec.label}"
-                        print(f"  run {run + 1}/{runs} {what}: {result['error']}")
-                        continue
-                    row.rates.append(stored / seconds)
-                    row.mib_rates.append(data.total_bytes * stored / n / seconds / C.MIB)
-                    note = f"  stored {stored}/{n}" if stored != n else ""
-                    print(
-                        f"  run {run + 1}/{runs} {data.key:5s} {row.spec.label:42s}"
-                        f" {stored / seconds:8.1f} inst/s  peak outstanding"
-                        f" {result.get('peak_outstanding')}{note}",
-                        flush=True,
-                    )
+            for run, row in C.pending(data.rows, runs):
+                result = measure(row, data, scratch, window, timeout, args.profile, run)
+                row.add_run(run, result)
+                stored = int(result["stored"])
+                seconds = float(result.get("seconds") or 0.0)
+                if seconds <= 0:
+                    what = f"{data.key}: {row.spec.label}"
+                    print(f"  run {run + 1}/{runs} {what}: {result['error']}")
+                    continue
+                row.add_rate(stored, seconds, n, data.total_bytes)
+                note = f"  stored {stored}/{n}" if stored != n else ""
+                print(
+                    f"  run {run + 1}/{runs} {data.key:5s} {row.spec.label:42s}"
+                    f" {stored / seconds:8.1f} inst/s  peak outstanding"
+                    f" {result.get('peak_outstanding')}{note}",
+                    flush=True,
+                )
 
     payload: dict[str, Any] = {
         "benchmark": "bench_window",
@@ -268,43 +255,18 @@ def main() -> None:
             ],
             table,
         )
-        problems = [
-            f"  {row.spec.label}, run {int(r.get('run', 0)) + 1}: "
-            + "; ".join(
-                part
-                for part in (
-                    f"{n - int(r['stored'])} instance(s) missing on the server"
-                    if int(r["stored"]) != n
-                    else "",
-                    f"{r['failed']} store(s) not Success" if r.get("failed") else "",
-                    str(r.get("error") or ""),
-                )
-                if part
-            )
-            for row in data.rows
-            for r in row.runs
-            if int(r["stored"]) != n or r.get("error") or r.get("failed")
-        ]
-        if problems:
-            print("missing instances and failures (counted above, never hidden):")
-            print("\n".join(problems))
+        C.print_problems(
+            "missing instances and failures (counted above, never hidden):",
+            [(row.spec.label, row) for row in data.rows],
+            _problems,
+            n,
+        )
         payload["sets"].append(
             {
                 "name": data.key,
                 "instances": n,
                 "total_bytes": data.total_bytes,
-                "rows": [
-                    {
-                        "key": r.spec.key,
-                        "label": r.spec.label,
-                        "skipped": r.skipped,
-                        "median_inst_per_s": med.get(r.spec.key),
-                        "median_mib_per_s": C.median(r.mib_rates),
-                        "rates": r.rates,
-                        "runs": r.runs,
-                    }
-                    for r in data.rows
-                ],
+                "rows": [r.summary(r.spec.key, r.spec.label) for r in data.rows],
             }
         )
     print()
@@ -312,13 +274,7 @@ def main() -> None:
         "vs serial: against the serial row on the same server. peak outstanding: most C-STORE "
         "requests invoked and not yet answered at once, seen by the client."
     )
-    if args.profile:
-        print(f"profiles (rates under cProfile are not comparable): {args.profile}")
-    print(f"after: {C.load_caveat()}")
-    path = C.write_result(
-        args.results_dir, "bench_window" + ("-quick" if args.quick else ""), payload
-    )
-    print(f"results: {path}")
+    C.finish(args, "bench_window", payload, args.profile)
 
 
 if __name__ == "__main__":
