@@ -13,7 +13,6 @@ import struct
 import sys
 import zlib
 from array import array
-from collections.abc import Iterator
 from dataclasses import dataclass
 from io import BytesIO
 from typing import BinaryIO, Final
@@ -47,7 +46,6 @@ __all__ = [
     "dataset_bytes",
     "decode_dataset",
     "encode_dataset",
-    "iter_dataset_chunks",
     "open_dataset",
     "read_part10",
 ]
@@ -245,17 +243,6 @@ def dataset_bytes(path: PathLike, info: Part10Info) -> bytes:
     """The dataset bytes of the file, as stored (deflated for a deflated syntax)."""
     with open_dataset(path, info) as fp:
         return fp.read()
-
-
-def iter_dataset_chunks(
-    path: PathLike, info: Part10Info, chunk_size: int = 1 << 20
-) -> Iterator[bytes]:
-    """The dataset bytes in chunks of at most ``chunk_size``, for sending without holding all."""
-    if chunk_size <= 0:
-        raise ValueError("chunk_size must be positive")
-    with open_dataset(path, info) as fp:
-        while chunk := fp.read(chunk_size):
-            yield chunk
 
 
 # -- writing the file meta --------------------------------------------------------------

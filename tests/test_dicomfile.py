@@ -30,7 +30,6 @@ from aiodimse.dicomfile import (
     dataset_bytes,
     decode_dataset,
     encode_dataset,
-    iter_dataset_chunks,
     read_part10,
 )
 from aiodimse.errors import AiodimseError, TransferSyntaxError
@@ -161,17 +160,12 @@ def test_large_file_meta_is_read_across_chunks(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["CT_small.dcm", "image_dfl.dcm"])
-def test_dataset_bytes_and_chunks(name: str) -> None:
+def test_dataset_bytes(name: str) -> None:
     path = _testfile(name)
     info = read_part10(path)
     with open(path, "rb") as fp:
         expected = fp.read()[info.dataset_offset :]
     assert dataset_bytes(path, info) == expected
-    chunks = list(iter_dataset_chunks(path, info, chunk_size=1000))
-    assert b"".join(chunks) == expected
-    assert all(0 < len(c) <= 1000 for c in chunks)
-    with pytest.raises(ValueError):
-        list(iter_dataset_chunks(path, info, chunk_size=0))
 
 
 def _not_dicom_files(tmp_path: Path) -> Iterator[tuple[str, Path]]:
