@@ -17,7 +17,7 @@ import os
 import socket
 import ssl as _ssl
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
@@ -609,6 +609,8 @@ class AssociationLink:
             return
         if isinstance(pdu, (bytes, bytearray, memoryview)):
             transport.write(pdu)
+        elif isinstance(pdu, list):
+            transport.writelines(pdu)
         else:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("#%d sending %s", self.id, pdu_summary(pdu))  # type: ignore[arg-type]
@@ -987,13 +989,13 @@ class AssociationLink:
         self,
         context_id: int,
         message: Message,
-        dataset: bytes | memoryview | FileRegion | None = None,
+        dataset: bytes | memoryview | FileRegion | Iterable[bytes | memoryview] | None = None,
     ) -> None:
         """Send one DIMSE message (command, then data set if any) as P-DATA-TF PDUs.
 
         Messages never interleave (one send lock per association). The data set may be a
-        buffer or a :class:`FileRegion` (read straight into the outgoing PDUs, never held
-        whole in memory). The PDUs are laid out in batches of a
+        buffer, a :class:`FileRegion` (read straight into the outgoing PDUs, never held
+        whole in memory) or an iterable of pieces. The PDUs are laid out in batches of a
         few MiB, each written with one call, then the transport is drained. A failure
         part-way through a message aborts the association: it cannot be reused.
         """
@@ -1010,13 +1012,35 @@ class AssociationLink:
                     self._send_pdata(head)
                     started = True
                     await self._drain()
-                else:
+                elif isinstance(dataset, (bytes, bytearray, memoryview, FileRegion)):
                     # Even-sized fragments: some peers refuse odd-length data set fragments.
                     room = (max_pdu - 6) & ~1 if max_pdu else _UNLIMITED_ROOM
                     for image in _wire_images(context_id, room, head, dataset):
                         self._send_pdata(image)
                         started = True
                         await self._drain()
+                else:
+                    batch: list[bytes | memoryview] = [head]
+                    size = 0
+                    pending: bytes | memoryview | None = None
+                    for piece in dataset:
+                        if pending is not None:
+                            batch.extend(
+                                pdata_fragments(context_id, False, pending, max_pdu, last=False)
+                            )
+                            size += len(pending)
+                        pending = piece
+                        if size >= _WRITE_BATCH:
+                            self._send_pdata(batch)
+                            started = True
+                            batch, size = [], 0
+                            await self._drain()
+                    batch.extend(
+                        pdata_fragments(context_id, False, pending or b"", max_pdu, last=True)
+                    )
+                    self._send_pdata(batch)
+                    started = True
+                    await self._drain()
             except BaseException:
                 if started and not self._closed.done():
                     # Half a message is on the wire: the association is unusable now.
@@ -1025,10 +1049,10 @@ class AssociationLink:
         if self._idle is not None:
             self._touch()
 
-    def _send_pdata(self, batch: bytes | bytearray) -> None:
+    def _send_pdata(self, buffers: bytes | bytearray | list[bytes | memoryview]) -> None:
         self._check_sendable()
         # The whole batch is one P-DATA request primitive (Evt9): one state check, one write.
-        self._handle(Event.EVT9, batch)
+        self._handle(Event.EVT9, buffers)
 
     # -- operations we invoke ---------------------------------------------------------------
 
@@ -1043,7 +1067,7 @@ class AssociationLink:
         self,
         context: NegotiatedContext,
         build: Callable[[int], Message],
-        dataset: bytes | memoryview | FileRegion | None = None,
+        dataset: bytes | memoryview | FileRegion | Iterable[bytes | memoryview] | None = None,
         *,
         on_message_id: Callable[[int], None] | None = None,
         avoid_message_id: Callable[[int], bool] | None = None,
