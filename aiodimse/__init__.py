@@ -7,12 +7,16 @@
         await assoc.store("ct.dcm")
         async for match in assoc.find({"QueryRetrieveLevel": "STUDY", "PatientID": "X"}):
             ...
+
+Every public type is exported here; ``docs/architecture.md`` says which module owns what.
 """
 
 from __future__ import annotations
 
 from . import contexts, tls, uids
+from .archive import Archive, ArchiveServer
 from .association import Association, connect
+from .config import DEFAULT_HOST, Timeouts
 from .dimse.status import StatusCategory, StatusInfo, status_info
 from .errors import (
     AiodimseError,
@@ -27,17 +31,28 @@ from .errors import (
     StatusError,
     TransferSyntaxError,
 )
-from .link import Timeouts
 from .pdu import UserIdentityRQ
-from .scp import FindRequest, Request, RetrieveRequest, StoreRequest
-from .server import Server, serve
-from .storage import DirectorySink, MemorySink, StorageHandler, StorageServer, StoredInstance
+from .requests import FindRequest, Request, RetrieveRequest, StoreRequest, StoreWriter
+from .results import FindResult, OperationResult, Progress, RetrieveResult, StoredInstance
+from .scu.operation import Operation
+from .server import Server, StorageServer, serve
+from .sinks import (
+    DirectorySink,
+    MemorySink,
+    MoveReceiver,
+    MoveTracker,
+    Sink,
+    StorageHandler,
+)
 from .ul.negotiation import ContextRequest
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_HOST",
     "AiodimseError",
+    "Archive",
+    "ArchiveServer",
     "Association",
     "AssociationAborted",
     "AssociationError",
@@ -48,18 +63,27 @@ __all__ = [
     "DIMSEError",
     "DirectorySink",
     "FindRequest",
+    "FindResult",
     "MemorySink",
+    "MoveReceiver",
+    "MoveTracker",
     "NegotiationError",
+    "Operation",
+    "OperationResult",
     "PDUError",
+    "Progress",
     "Request",
     "RetrieveRequest",
+    "RetrieveResult",
     "Server",
+    "Sink",
     "StatusCategory",
     "StatusError",
     "StatusInfo",
     "StorageHandler",
     "StorageServer",
     "StoreRequest",
+    "StoreWriter",
     "StoredInstance",
     "Timeouts",
     "TransferSyntaxError",

@@ -1,41 +1,142 @@
-"""The public association object and :func:`connect`, the requestor's entry point."""
+"""The public association object and :func:`connect`, the requestor's entry point.
+
+An :class:`Association` composes the layers below it: a :class:`~.transport.link.Link`
+(transport and state machine), an :class:`~.transport.exchange.Exchange` (DIMSE messages
+and the operations table), the SCU services (:mod:`.scu`) and the SCP services
+(:mod:`.scp`), which answer what the peer asks on this association (a C-GET's C-STORE
+sub-operations, or everything, on a server's associations).
+"""
 
 from __future__ import annotations
 
 import logging
 import ssl as _ssl
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any
 
+from pydicom import Dataset
+
 from . import uids
-from .errors import NegotiationError
-from .link import DEFAULT_MAX_IN_MEMORY, DEFAULT_MAX_PDU, Timeouts
-from .pdu import UserIdentityRQ
-from .scp import ServiceProvider
-from .scu import ServiceUser
-from .ul.negotiation import ContextRequest, build_request
+from .config import DEFAULT_MAX_IN_MEMORY, DEFAULT_MAX_PDU, Timeouts
+from .contexts import default as default_contexts
+from .dimse.commands import Message, Priority
+from .dimse.status import StatusInfo
+from .errors import NegotiationError, check_ae_title
+from .pdu import AAssociateRQ, UserIdentityRQ
+from .results import Progress
+from .scp.provider import ServiceProvider
+from .scu.retrieve import Retrieval, RetrieveUser
+from .scu.services import Find, ServiceUser, StoreSource
+from .sinks import MoveReceiver, Sink
+from .transport.exchange import Exchange
+from .transport.link import Dataset as WireData
+from .transport.link import Link
+from .ul.fsm import State
+from .ul.negotiation import ContextRequest, Negotiated, NegotiatedContext, build_request
 
 __all__ = ["Association", "connect"]
 
 log = logging.getLogger("aiodimse.association")
 
 
-class Association(ServiceUser, ServiceProvider):
+class Association:
     """A DICOM association: DIMSE-C operations as coroutines, either side.
 
     Obtained from :func:`connect` (we are the requestor) or handed to a server's handler
     (we are the acceptor). ``async with`` releases it on exit, or aborts it if the block
-    raised.
+    raised. ``handler`` answers the requests the peer sends on it (see
+    :mod:`aiodimse.scp`).
     """
 
-    async def __aenter__(self) -> Association:
-        return self
+    def __init__(
+        self,
+        *,
+        local_ae: str,
+        timeouts: Timeouts | None = None,
+        max_pdu: int = DEFAULT_MAX_PDU,
+        max_in_memory: int = DEFAULT_MAX_IN_MEMORY,
+        handler: object | None = None,
+        destinations: Mapping[str, tuple[str, int]] | None = None,
+        sub_association_ssl: _ssl.SSLContext | None = None,
+    ) -> None:
+        self.link = Link(local_ae=local_ae, timeouts=timeouts, max_pdu=max_pdu)
+        self.exchange = Exchange(self.link, max_in_memory=max_in_memory)
+        self._sub_ssl = sub_association_ssl
+        self.provider = ServiceProvider(
+            self.exchange,
+            self,
+            handler=handler,
+            destinations=destinations,
+            open_association=self._open_sub_association,
+        )
+        self._user = ServiceUser(self.exchange)
+        self._retrieve = RetrieveUser(self.exchange, self.provider.divert_stores)
 
-    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            await self.release()
-        else:
-            await self.abort()
+    # -- what it is ---------------------------------------------------------------------
+
+    @property
+    def id(self) -> int:
+        """A number for log lines (``#id``), unique in this process."""
+        return self.link.id
+
+    @property
+    def local_ae(self) -> str:
+        return self.link.local_ae
+
+    @property
+    def peer_ae(self) -> str:
+        return self.link.peer_ae
+
+    @property
+    def peer_address(self) -> tuple[str, int] | None:
+        return self.link.peer_address
+
+    @property
+    def timeouts(self) -> Timeouts:
+        return self.link.timeouts
+
+    @property
+    def negotiated(self) -> Negotiated | None:
+        """What was agreed (contexts, roles, window, maximum lengths)."""
+        return self.link.negotiated
+
+    @property
+    def request(self) -> AAssociateRQ | None:
+        """The A-ASSOCIATE-RQ (ours as requestor, the peer's as acceptor)."""
+        return self.link.request
+
+    @property
+    def tls_version(self) -> str | None:
+        return self.link.tls_version
+
+    @property
+    def peer_certificate(self) -> dict[str, Any] | None:
+        return self.link.peer_certificate
+
+    @property
+    def state(self) -> State:
+        return self.link.state
+
+    @property
+    def is_established(self) -> bool:
+        return self.link.is_established
+
+    @property
+    def is_closed(self) -> bool:
+        return self.link.is_closed
+
+    @property
+    def end_reason(self) -> Exception | None:
+        """Why the association ended abnormally (None while open or after a clean release)."""
+        return self.link.end_reason
+
+    @property
+    def handler(self) -> object | None:
+        return self.provider.handler
+
+    @handler.setter
+    def handler(self, handler: object | None) -> None:
+        self.provider.handler = handler
 
     @property
     def calling_ae(self) -> str:
@@ -52,11 +153,143 @@ class Association(ServiceUser, ServiceProvider):
         """The user identity the requestor presented (PS3.7 D.3.3.7), if any."""
         return self.negotiated.user_identity if self.negotiated else None
 
+    def __repr__(self) -> str:
+        return f"<Association #{self.id} {self.local_ae}<->{self.peer_ae} {self.state}>"
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Association:
+        return self
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            await self.release()
+        else:
+            await self.abort()
+
+    async def release(self) -> None:
+        """Release gracefully (A-RELEASE); aborts if the peer does not confirm in time."""
+        await self.link.release()
+
+    async def abort(self) -> None:
+        """Abort (A-ABORT, service-user source) and close the connection."""
+        await self.link.abort()
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is closed, however the association ended."""
+        await self.link.wait_closed()
+
+    # -- operations -------------------------------------------------------------------------
+
+    def context_for(
+        self, sop_class_uid: str, transfer_syntax: str | None = None, *, role: str = "scu"
+    ) -> NegotiatedContext:
+        """The accepted context for ``sop_class_uid`` (NegotiationError says why not)."""
+        return self._user.context_for(sop_class_uid, transfer_syntax, role=role)
+
+    async def echo(self, *, check: bool = True) -> StatusInfo:
+        """C-ECHO (PS3.7 9.1.5): the Verification status."""
+        return await self._user.echo(check=check)
+
+    async def store(
+        self,
+        source: StoreSource,
+        *,
+        priority: int = Priority.MEDIUM,
+        move_originator: tuple[str, int] | None = None,
+        check: bool = True,
+    ) -> StatusInfo:
+        """C-STORE (PS3.7 9.1.1) of a Part 10 file (sent as it is when its transfer
+        syntax was accepted) or a pydicom Dataset. StatusError on failure if ``check``."""
+        return await self._user.store(
+            source, priority=priority, move_originator=move_originator, check=check
+        )
+
+    def find(
+        self,
+        query: Dataset | Mapping[str, Any],
+        *,
+        model: str = "study",
+        priority: int = Priority.MEDIUM,
+        check: bool = True,
+    ) -> Find:
+        """C-FIND (PS3.7 9.1.2): iterate for each match, or await for a FindResult."""
+        return self._user.find(query, model=model, priority=priority, check=check)
+
+    def get(
+        self,
+        query: Dataset | Mapping[str, Any],
+        *,
+        model: str = "study",
+        receiver: Sink | None = None,
+        priority: int = Priority.MEDIUM,
+        on_progress: Callable[[Progress], Any] | None = None,
+        check: bool = True,
+    ) -> Retrieval:
+        """C-GET (PS3.7 9.1.3): the instances come back on this association, into
+        ``receiver`` (a sink; in memory by default). Iterate for each StoredInstance, or
+        await for a RetrieveResult. Needs ``contexts=aiodimse.contexts.for_get()``."""
+        return self._retrieve.get(
+            query,
+            model=model,
+            receiver=receiver,
+            priority=priority,
+            on_progress=on_progress,
+            check=check,
+        )
+
+    def move(
+        self,
+        query: Dataset | Mapping[str, Any],
+        destination: str,
+        *,
+        model: str = "study",
+        receiver: MoveReceiver | None = None,
+        priority: int = Priority.MEDIUM,
+        on_progress: Callable[[Progress], Any] | None = None,
+        check: bool = True,
+        arrival_timeout: float = 30.0,
+    ) -> Retrieval:
+        """C-MOVE (PS3.7 9.1.4) to ``destination``. With ``receiver`` (a StorageServer on
+        this loop known to the SCP as ``destination``) it ends only once every completed
+        instance is stored there; iterate for each, or await for a RetrieveResult."""
+        return self._retrieve.move(
+            query,
+            destination,
+            model=model,
+            receiver=receiver,
+            priority=priority,
+            on_progress=on_progress,
+            check=check,
+            arrival_timeout=arrival_timeout,
+        )
+
+    async def send_message(
+        self, context_id: int, message: Message, dataset: WireData | None = None
+    ) -> None:
+        """Send one DIMSE message as it is (for tests and tools that speak DIMSE directly)."""
+        await self.link.send_message(context_id, message, dataset)
+
+    # -- the SCP's hook for C-MOVE sub-associations ---------------------------------------------
+
+    async def _open_sub_association(
+        self, host: str, port: int, called_ae: str, contexts: Sequence[ContextRequest]
+    ) -> Association:
+        return await connect(
+            host,
+            port,
+            calling_ae=self.local_ae,
+            called_ae=called_ae,
+            contexts=contexts,
+            timeouts=self.timeouts,
+            ssl=self._sub_ssl,
+        )
+
 
 class _Connect:
     """``await connect(...)`` or ``async with connect(...) as assoc``."""
 
-    def __init__(self, coro_factory: Any) -> None:
+    def __init__(self, coro_factory: Callable[[], Any]) -> None:
         self._factory = coro_factory
         self._assoc: Association | None = None
 
@@ -104,28 +337,28 @@ def connect(
     Raises AssociationRejected (who refused and why), AssociationTimeout, or
     AssociationError for an unreachable peer or a failed TLS handshake (saying why).
     """
-    for name, title in (("calling_ae", calling_ae), ("called_ae", called_ae)):
-        if not title.strip() or len(title) > 16:
-            raise ValueError(f"{name} {title!r} must be 1 to 16 characters")
+    check_ae_title(calling_ae, "calling_ae")
+    check_ae_title(called_ae, "called_ae")
 
     async def establish() -> Association:
-        from .contexts import default
-
         assoc = Association(
-            local_ae=calling_ae, timeouts=timeouts, max_pdu=max_pdu, max_in_memory=max_in_memory
+            local_ae=calling_ae,
+            timeouts=timeouts,
+            max_pdu=max_pdu,
+            max_in_memory=max_in_memory,
+            handler=handler,
         )
-        assoc.handler = handler
         rq = build_request(
             calling_ae,
             called_ae,
-            list(contexts) if contexts is not None else default(),
+            list(contexts) if contexts is not None else default_contexts(),
             max_pdu=max_pdu,
             implementation_class_uid=uids.IMPLEMENTATION_CLASS_UID,
             implementation_version_name=uids.IMPLEMENTATION_VERSION_NAME,
             async_window=async_window,
             user_identity=user_identity,
         )
-        negotiated = await assoc._request_association(
+        negotiated = await assoc.link.request_association(
             host, port, rq, ssl=ssl, server_hostname=server_hostname or host
         )
         log.info(

@@ -23,11 +23,12 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag
 
 from . import __version__, contexts
 from .association import connect
+from .config import Timeouts
 from .dicomfile import NotDicomError, read_part10
 from .errors import AiodimseError, StatusError
-from .link import Timeouts
 from .query import parse_key
-from .storage import DirectorySink, StorageServer
+from .server import StorageServer
+from .sinks import DirectorySink
 from .ul.negotiation import ContextRequest
 
 log = logging.getLogger("aiodimse.cli")
@@ -423,7 +424,7 @@ async def cmd_get(args: argparse.Namespace) -> int:
     query = build_query(args.key, args.level)
     sink = DirectorySink(args.out)
     async with _connect(args, contexts.for_get(models=(args.model,))) as assoc:
-        result = await assoc.get(query, model=args.model, sink=sink, check=False)
+        result = await assoc.get(query, model=args.model, receiver=sink, check=False)
     print(f"C-GET: {result}; {len(result.instances)} file(s) in {args.out}")
     for uid in result.failed_instances:
         print(f"  failed: {uid}", file=sys.stderr)
@@ -437,7 +438,8 @@ async def cmd_move(args: argparse.Namespace) -> int:
     if args.listen_port is not None:
         if args.out is None:
             raise UsageError("--port needs --out, the folder for the received instances")
-        scp = StorageServer(destination, args.listen_port, directory=args.out, host="0.0.0.0")
+        # Listens on every interface: the SCP that sends the instances is usually elsewhere.
+        scp = StorageServer(args.out, "0.0.0.0", args.listen_port, ae_title=destination)
         await scp.start()
     elif args.out is not None:
         raise UsageError("--out is only used with --port (receiving the instances ourselves)")
@@ -448,7 +450,7 @@ async def cmd_move(args: argparse.Namespace) -> int:
             + contexts.query_retrieve(find=False, get=False, models=(args.model,)),
         ) as assoc:
             result = await assoc.move(
-                query, destination, model=args.model, receive=scp, check=False
+                query, destination, model=args.model, receiver=scp, check=False
             )
     finally:
         if scp is not None:
@@ -482,7 +484,7 @@ async def _serve_until_signalled(server: Any) -> None:
 
 async def cmd_storescp(args: argparse.Namespace) -> int:
     server = StorageServer(
-        args.aet, args.port, DirectorySink(args.out, fsync=args.fsync), host=args.host
+        DirectorySink(args.out, fsync=args.fsync), args.host, args.port, ae_title=args.aet
     )
 
     def show(instance: Any) -> None:
@@ -544,6 +546,8 @@ def load_qrscp_config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def cmd_qrscp(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: the archive (sqlite3, the index) is only needed by
+    # this command, and every other command starts faster without it.
     from .archive import ArchiveServer
 
     s = load_qrscp_config(args)
@@ -567,6 +571,7 @@ async def cmd_qrscp(args: argparse.Namespace) -> int:
 
 
 async def cmd_demo(args: argparse.Namespace) -> int:
+    # Imported here for start-up time, as in cmd_qrscp (the demo needs the archive).
     from .demo import run_demo
 
     return await run_demo(instances=args.instances, keep=args.keep)

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 
 from . import uids
 from .dicomfile import NotDicomError, read_part10
+from .query import model_uid
 from .ul.negotiation import DEFAULT_TRANSFER_SYNTAXES, MAX_CONTEXTS, ContextRequest
 
 __all__ = [
@@ -147,8 +148,6 @@ def query_retrieve(
     models: Sequence[str] = ("study", "patient"),
 ) -> list[ContextRequest]:
     """Query/Retrieve information models (PS3.4 C.6) for the chosen services."""
-    from .query import model_uid
-
     out: list[ContextRequest] = []
     for service, wanted in (("find", find), ("move", move), ("get", get)):
         if wanted:

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from . import contexts
+from .archive import ArchiveServer
 from .association import connect
 from .dicomfile import dataset_bytes, read_part10
 from .errors import AiodimseError
-from .storage import DirectorySink, StorageServer
+from .server import StorageServer
+from .sinks import DirectorySink
 from .testing.synthetic import make_study, write_study
 
 ARCHIVE_AE = "QRSCP"
@@ -51,8 +53,6 @@ def _compare(what: str, originals: dict[str, bytes], received: list[Path]) -> bo
 
 async def run_demo(instances: int = 12, keep: Path | None = None) -> int:
     """Run the demo; 0 when everything came back byte-identical, 1 otherwise."""
-    from .archive import ArchiveServer
-
     if instances < 1:
         print("aiodimse demo: --instances must be at least 1", file=sys.stderr)
         return 2
@@ -82,7 +82,7 @@ async def _run(base: Path, instances: int, archive_server: Any) -> int:
         f"aiodimse demo: a CT study of {len(files)} instances ({size / 2**20:.1f} MiB) in {source}"
     )
 
-    receiver = StorageServer(RECEIVER_AE, 0, directory=base / "moved", host="127.0.0.1")
+    receiver = StorageServer(base / "moved", "127.0.0.1", 0, ae_title=RECEIVER_AE)
     await receiver.start()
     archive = archive_server(
         base / "archive",
@@ -151,7 +151,7 @@ async def _run(base: Path, instances: int, archive_server: Any) -> int:
                     result = await assoc.move(
                         {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": uid},
                         RECEIVER_AE,
-                        receive=receiver,
+                        receiver=receiver,
                     )
                     paths = [i.path for i in result.instances if i.path is not None]
                     moved.extend(paths)
@@ -172,7 +172,7 @@ async def _run(base: Path, instances: int, archive_server: Any) -> int:
                 t = time.perf_counter()
                 result = await assoc.get(
                     {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study_uid},
-                    sink=DirectorySink(base / "got"),
+                    receiver=DirectorySink(base / "got"),
                 )
                 got = [i.path for i in result.instances if i.path is not None]
                 _say(

@@ -7,6 +7,7 @@ when it meets them.
 
 from __future__ import annotations
 
+from .dimse.status import StatusCategory, status_info
 from .enums import (
     ABORT_REASON_NAMES,
     SOURCE_NAMES,
@@ -155,8 +156,6 @@ class StatusError(AiodimseError):
         self, status: int, name: str | None = None, detail: str = "", service: str | None = None
     ) -> None:
         if name is None:
-            from .dimse.status import status_info
-
             name = status_info(status, service).name
         self.status = status
         self.status_name = name
@@ -166,6 +165,28 @@ class StatusError(AiodimseError):
         if detail:
             msg += f": {detail}"
         super().__init__(msg)
+
+
+def check_status(code: int, service: str | None = None, detail: str = "") -> None:
+    """Raise :class:`StatusError` when ``code`` is a failure or a cancel."""
+    info = status_info(code, service)
+    if info.category in (StatusCategory.FAILURE, StatusCategory.CANCEL):
+        raise StatusError(code, info.name, detail, service=service)
+
+
+def check_ae_title(value: str, what: str = "AE title") -> str:
+    """``value`` if it can be an AE title (PS3.5 6.2 AE: 1 to 16 characters of the default
+    repertoire, no backslash, not only spaces); ValueError naming ``what`` otherwise."""
+    if (
+        not isinstance(value, str)
+        or not value.strip()
+        or len(value) > 16
+        or "\\" in value
+        or not value.isascii()
+        or not value.isprintable()
+    ):
+        raise ValueError(f"{what} {value!r} must be 1 to 16 printable ASCII characters, no '\\'")
+    return value
 
 
 class TransferSyntaxError(AiodimseError):

@@ -1,22 +1,31 @@
-"""The acceptor: a server that negotiates associations and hands requests to a handler.
+"""Servers: the acceptor that negotiates associations and hands requests to a handler.
 
 Every association is a task on the one event loop; a slow handler on one association
-never stops another from being served.
+never stops another from being served. :class:`Server` takes any handler;
+:class:`StorageServer` is a Server whose handler stores into a sink, and which collects
+the instances of C-MOVEs made from this loop (it is a :class:`~aiodimse.sinks.MoveReceiver`).
+All servers take the same arguments in the same order: handler (or sink, or storage
+folder) first, then ``host``, ``port``, then keywords.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
+import os
 import ssl as _ssl
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Self
 
 from . import uids
 from .association import Association
-from .link import DEFAULT_MAX_IN_MEMORY, DEFAULT_MAX_PDU, Timeouts, _Protocol
+from .config import DEFAULT_HOST, DEFAULT_MAX_IN_MEMORY, DEFAULT_MAX_PDU, Timeouts
+from .errors import check_ae_title
 from .pdu import AAssociateRQ, UserIdentityRQ
+from .results import StoredInstance
+from .sinks import DirectorySink, MoveTracker, Sink, StorageHandler
 from .ul.negotiation import (
     LOCAL_LIMIT_EXCEEDED,
     USER_IDENTITY_REJECTED,
@@ -25,7 +34,7 @@ from .ul.negotiation import (
     negotiate,
 )
 
-__all__ = ["Server", "serve"]
+__all__ = ["Server", "StorageServer", "serve"]
 
 log = logging.getLogger("aiodimse.server")
 
@@ -45,23 +54,6 @@ STORAGE_TRANSFER_SYNTAXES: tuple[str, ...] = QUERY_TRANSFER_SYNTAXES + tuple(
 UserIdentityCheck = Callable[[UserIdentityRQ, Association], "Awaitable[bool | bytes | None]"]
 
 
-class _ServerAssociation(Association):
-    server: Server
-
-    def _connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # Counted only from here: with TLS this runs after a successful handshake; a failed
-        # one never gets here, nor to _on_closed, and would be kept (and waited for) forever.
-        self.server.associations.add(self)
-        self.server._idle.clear()
-        super()._connection_made(transport)
-
-    async def _answer_association(self, rq: AAssociateRQ) -> None:
-        await self.server._answer(self, rq)
-
-    def _on_closed(self) -> None:
-        self.server._forget(self)
-
-
 class Server:
     """A DICOM SCP listening on ``host:port``.
 
@@ -75,13 +67,19 @@ class Server:
     (accept with this server response, for Kerberos/SAML/JWT) or False/None (refuse:
     rejected-permanent by the ACSE service-provider, D.3.3.7.3). ``ssl`` is an
     ``ssl.SSLContext`` for DICOM TLS (see :mod:`aiodimse.tls`). ``destinations`` maps C-MOVE
-    destination AE titles to (host, port).
+    destination AE titles to (host, port); ``move_ssl`` is the TLS context for the C-MOVE
+    sub-associations to them (None: plain TCP).
+
+    It listens on ``host`` (127.0.0.1 unless told otherwise) and behaves like
+    ``asyncio.Server``: ``await start()`` (or ``async with``), ``is_serving()``,
+    ``close()`` then ``await wait_closed()``; ``port=0`` picks a free port (``.port``).
+    Defaults: :mod:`aiodimse.config`.
     """
 
     def __init__(
         self,
         handler: object | None = None,
-        host: str = "0.0.0.0",
+        host: str = DEFAULT_HOST,
         port: int = 11112,
         *,
         ae_title: str = "AIODIMSE",
@@ -100,9 +98,9 @@ class Server:
         destinations: Mapping[str, tuple[str, int]] | None = None,
         user_identity: UserIdentityCheck | None = None,
         backlog: int = 128,
+        move_ssl: _ssl.SSLContext | None = None,
     ) -> None:
-        if not ae_title.strip() or len(ae_title) > 16:
-            raise ValueError(f"ae_title {ae_title!r} must be 1 to 16 characters")
+        check_ae_title(ae_title, "ae_title")
         self.handler = handler
         self.host = host
         self._port = port
@@ -112,7 +110,7 @@ class Server:
         self.max_associations = max_associations
         self.max_pdu = max_pdu
         self.max_in_memory = max_in_memory
-        self.timeouts = timeouts or Timeouts(idle=300.0)
+        self.timeouts = Timeouts.for_server(timeouts)
         self.ssl = ssl
         self.storage_classes = (
             frozenset(storage_classes)
@@ -126,6 +124,7 @@ class Server:
         self.destinations: dict[str, tuple[str, int]] = dict(destinations or {})
         self.user_identity = user_identity
         self.backlog = backlog
+        self.move_ssl = move_ssl
         self.associations: set[Association] = set()
         self._server: asyncio.Server | None = None
         self._idle = asyncio.Event()
@@ -140,8 +139,8 @@ class Server:
             return int(self._server.sockets[0].getsockname()[1])
         return self._port
 
-    @property
     def is_serving(self) -> bool:
+        """Whether the server is accepting connections (as ``asyncio.Server.is_serving``)."""
         return self._server is not None and self._server.is_serving()
 
     async def start(self) -> Self:
@@ -172,7 +171,7 @@ class Server:
         if self._server is not None:
             self._server.close()
         for assoc in list(self.associations):
-            assoc._abort_now("server shutting down")
+            assoc.link.abort_now("server shutting down")
 
     async def wait_closed(self) -> None:
         """Wait until the listener and every association are closed."""
@@ -208,16 +207,32 @@ class Server:
 
     # -- associations ----------------------------------------------------------------------
 
-    def _new_connection(self) -> _Protocol:
-        assoc = _ServerAssociation(
+    def _new_connection(self) -> asyncio.Protocol:
+        assoc = Association(
             local_ae=self.ae_title,
             timeouts=self.timeouts,
             max_pdu=self.max_pdu,
             max_in_memory=self.max_in_memory,
+            handler=self.handler,
+            destinations=self.destinations,
+            sub_association_ssl=self.move_ssl,
         )
-        assoc.server = self
-        assoc.handler = self.handler
-        return _Protocol(assoc)
+        link = assoc.link
+
+        def connected() -> None:
+            # Counted only from here: with TLS this runs after a successful handshake; a
+            # failed one never gets here, nor to the close callback, and would be kept
+            # (and waited for) forever.
+            self.associations.add(assoc)
+            self._idle.clear()
+
+        async def decide(rq: AAssociateRQ) -> None:
+            await self._answer(assoc, rq)
+
+        link.on_connected = connected
+        link.acceptor = decide
+        link.add_close_callback(lambda: self._forget(assoc))
+        return link.protocol()
 
     def _forget(self, assoc: Association) -> None:
         self.associations.discard(assoc)
@@ -271,7 +286,7 @@ class Server:
             async_window=self.async_window,
         )
 
-    async def _answer(self, assoc: _ServerAssociation, rq: AAssociateRQ) -> None:
+    async def _answer(self, assoc: Association, rq: AAssociateRQ) -> None:
         where = f"{assoc.peer_address[0]}:{assoc.peer_address[1]}" if assoc.peer_address else "?"
         rejection: Rejection | None = None
         identity_response: bytes | None = None
@@ -317,7 +332,7 @@ class Server:
                 where,
                 outcome.pdu().reason_name,
             )
-            assoc._reject(rq, outcome.pdu())
+            assoc.link.reject(outcome.pdu())
             return
         ac, negotiated = outcome
         log.info(
@@ -329,7 +344,7 @@ class Server:
             len(negotiated.accepted),
             len(negotiated.contexts),
         )
-        assoc._accept(ac, negotiated)
+        assoc.link.accept(ac, negotiated)
 
 
 def _has(obj: object, name: str) -> bool:
@@ -341,6 +356,93 @@ def _method(obj: object, name: str) -> Any:
     return m if callable(m) else None
 
 
-async def serve(handler: object | None, host: str, port: int, **options: Any) -> Server:
+async def serve(
+    handler: object | None, host: str = DEFAULT_HOST, port: int = 11112, **options: Any
+) -> Server:
     """Start a :class:`Server` and return it (``close()`` / ``wait_closed()`` to stop)."""
     return await Server(handler, host, port, **options).start()
+
+
+Listener = Callable[[StoredInstance], Any]
+
+
+class StorageServer(Server):
+    """A storage SCP in one line: ``async with StorageServer("incoming", port=1235)``.
+
+    ``sink`` is where instances go: a :class:`~aiodimse.sinks.Sink` or a folder (a
+    :class:`~aiodimse.sinks.DirectorySink` there). It runs as tasks on the current loop,
+    so it can receive the C-MOVE sub-operations that an association on the same loop asks
+    for: ``await assoc.move(query, "ME", receiver=server)``. ``transfer_syntaxes`` are the
+    storage transfer syntaxes accepted; the other keywords are :class:`Server`'s.
+    """
+
+    def __init__(
+        self,
+        sink: Sink | str | os.PathLike[str],
+        host: str = DEFAULT_HOST,
+        port: int = 11112,
+        *,
+        ae_title: str = "AIODIMSE",
+        storage_classes: Iterable[str] | None = None,
+        transfer_syntaxes: Sequence[str] | None = None,
+        timeouts: Timeouts | None = None,
+        **options: Any,
+    ) -> None:
+        if isinstance(sink, (str, os.PathLike)):
+            sink = DirectorySink(sink)
+        self.storage = StorageHandler(sink)
+        extra: dict[str, Any] = {}
+        if transfer_syntaxes is not None:
+            extra["storage_transfer_syntaxes"] = tuple(transfer_syntaxes)
+        super().__init__(
+            self.storage,
+            host,
+            port,
+            ae_title=ae_title,
+            storage_classes=storage_classes,
+            timeouts=timeouts,
+            **extra,
+            **options,
+        )
+        self._moves: dict[tuple[str, int], MoveTracker] = {}
+        self.storage.listeners.append(self._route)
+
+    @property
+    def sink(self) -> Sink:
+        return self.storage.sink
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(StoredInstance)`` for every committed instance."""
+        self.storage.listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        with contextlib.suppress(ValueError):
+            self.storage.listeners.remove(listener)
+
+    # -- MoveReceiver -------------------------------------------------------------------
+
+    def expect_move(self, ae: str, message_id: int) -> MoveTracker:
+        """Collect the instances that the C-MOVE ``(ae, message_id)`` sends here."""
+        tracker = MoveTracker(MoveTracker.key_for(ae, message_id), self._forget_move)
+        self._moves[tracker.key] = tracker
+        return tracker
+
+    def expects_move(self, ae: str, message_id: int) -> bool:
+        return MoveTracker.key_for(ae, message_id) in self._moves
+
+    def _forget_move(self, tracker: MoveTracker) -> None:
+        if self._moves.get(tracker.key) is tracker:
+            del self._moves[tracker.key]
+
+    def _route(self, instance: StoredInstance) -> None:
+        """PS3.7 9.3.1.1: a C-MOVE sub-operation names its move by Move Originator AE Title
+        and Message ID."""
+        ae = (instance.move_originator_ae_title or "").strip()
+        mid = instance.move_originator_message_id
+        tracker = self._moves.get((ae, mid)) if mid is not None else None
+        if tracker is None and mid is None and len(self._moves) == 1:
+            # The SCP did not say which move this is for; with one move in flight, it can
+            # only be that one.
+            tracker = next(iter(self._moves.values()))
+        if tracker is not None:
+            tracker.add(instance)

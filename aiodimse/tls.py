@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import ssl
 
-__all__ = ["BCP195_CIPHERS", "client_context", "server_context"]
+__all__ = ["BCP195_CIPHERS", "client_context", "server_context", "tls_reason"]
 
 #: TLS 1.2 cipher suites (OpenSSL names) in the spirit of RFC 9325 4.2: ephemeral key
 #: exchange (forward secrecy) with AEAD encryption only. TLS 1.3 suites are all AEAD and
@@ -111,3 +111,30 @@ def server_context(
     else:
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+#: Hints for the TLS failures people meet most (OpenSSL reason codes).
+_TLS_HINTS = {
+    "WRONG_VERSION_NUMBER": "is the peer listening without TLS?",
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the peer requires a client certificate; we sent none",
+    "TLSV1_ALERT_UNKNOWN_CA": "the peer does not trust the CA that signed our certificate",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "the peer did not accept our certificate",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": "no common TLS version or cipher suite, or no certificate",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "no TLS version that both sides allow",
+}
+
+
+def tls_reason(exc: OSError) -> str:
+    """Why a TLS handshake or connection failed, in words (not an OpenSSL error string)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"the peer's certificate was not accepted: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        hint = _TLS_HINTS.get(exc.reason)
+        return exc.reason.lower().replace("_", " ") + (f" ({hint})" if hint else "")
+    if not exc.args:
+        # asyncio's handshake saw the connection close: the peer gave up on the handshake.
+        return (
+            "the peer closed the connection during the handshake (it may not accept our"
+            " client certificate, or we sent none, or it does not speak TLS)"
+        )
+    return str(exc)

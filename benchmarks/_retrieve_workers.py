@@ -105,7 +105,7 @@ async def _serve_window(args: argparse.Namespace) -> None:
     stop = _stop_event()
     window = (args.window, args.window) if args.window else None
     server = aiodimse.StorageServer(
-        WINDOW_AE, 0, host="127.0.0.1", directory=args.dir, async_window=window
+        args.dir, "127.0.0.1", 0, ae_title=WINDOW_AE, async_window=window
     )
     async with server:
         _emit({"ready": True, "port": server.port, "pid": os.getpid()})
@@ -211,7 +211,7 @@ async def _move_aiodimse(args: argparse.Namespace) -> dict[str, Any]:
 
     contexts = aiodimse.contexts.query_retrieve(find=False, get=False, models=("study",))
     async with aiodimse.StorageServer(
-        args.dest_ae, args.dest_port, host="127.0.0.1", directory=args.out
+        args.out, "127.0.0.1", args.dest_port, ae_title=args.dest_ae
     ) as scp:
         start = time.perf_counter()
         cpu = time.process_time()
@@ -219,7 +219,7 @@ async def _move_aiodimse(args: argparse.Namespace) -> dict[str, Any]:
             nodelay = _assoc_nodelay(assoc)
             begun = time.perf_counter()
             result = await assoc.move(
-                _query(args.study), args.dest_ae, receive=scp, check=False, arrival_timeout=30
+                _query(args.study), args.dest_ae, receiver=scp, check=False, arrival_timeout=30
             )
             service = time.perf_counter() - begun
         seconds = time.perf_counter() - start
@@ -243,7 +243,7 @@ async def _get_aiodimse(args: argparse.Namespace) -> dict[str, Any]:
     async with _connect(args, aiodimse.contexts.for_get()) as assoc:
         nodelay = _assoc_nodelay(assoc)
         begun = time.perf_counter()
-        result = await assoc.get(_query(args.study), sink=sink, check=False)
+        result = await assoc.get(_query(args.study), receiver=sink, check=False)
         service = time.perf_counter() - begun
     seconds = time.perf_counter() - start
     return {
@@ -402,17 +402,18 @@ async def _window_store(args: argparse.Namespace) -> dict[str, Any]:
     async with _connect(args, _file_contexts(files), async_window=window) as assoc:
         negotiated = assoc.negotiated
         assert negotiated is not None
-        outstanding = assoc._outgoing
-        deliver = assoc._deliver
+        exchange = assoc.exchange
+        invoke = exchange.invoke
 
-        def counting(op: Any, message: Any, data: bytes | None) -> None:
-            # When a response arrives: the operations invoked and not yet answered,
-            # this one included (it completes in ``deliver``).
+        async def counting(*args: Any, **kwargs: Any) -> Any:
+            # Once a request is out: the operations invoked and not yet answered,
+            # this one included.
             nonlocal peak
-            peak = max(peak, len(outstanding))
-            deliver(op, message, data)
+            op = await invoke(*args, **kwargs)
+            peak = max(peak, exchange.outstanding)
+            return op
 
-        assoc._deliver = counting  # type: ignore[method-assign]
+        exchange.invoke = counting  # type: ignore[method-assign]
 
         async def one(path: Path) -> None:
             status = await assoc.store(path, check=False)

@@ -101,7 +101,7 @@ def _connect(
 
 def _assoc_nodelay(assoc: aiodimse.Association) -> bool:
     """Whether TCP_NODELAY is on for an aiodimse association's socket."""
-    transport = assoc._transport
+    transport = assoc.link.transport
     return _nodelay_of(transport.get_extra_info("socket") if transport else None)
 
 
@@ -134,7 +134,7 @@ async def _serve_aiodimse(args: argparse.Namespace) -> None:
     if args.max_pdu:
         options["max_pdu"] = args.max_pdu
     stop = _stop_event()
-    server = aiodimse.StorageServer(CALLED_AE, 0, host="127.0.0.1", directory=args.dir, **options)
+    server = aiodimse.StorageServer(args.dir, "127.0.0.1", 0, ae_title=CALLED_AE, **options)
     peak = 0
 
     async def sample() -> None:

@@ -15,7 +15,7 @@ from pydicom.data import get_testdata_file
 
 from aiodimse import uids
 from aiodimse.dicomfile import dataset_bytes, read_part10
-from aiodimse.scp import FindRequest
+from aiodimse.requests import FindRequest
 from aiodimse.testing.peers import run_dcmtk
 from aiodimse.ul.negotiation import ContextRequest
 

@@ -17,8 +17,8 @@ from pydicom.multival import MultiValue
 
 import aiodimse
 from aiodimse.dicomfile import dataset_bytes, read_part10
-from aiodimse.scp import FindRequest, RetrieveRequest, StoreRequest
-from aiodimse.storage import DirectorySink
+from aiodimse.requests import FindRequest, RetrieveRequest, StoreRequest
+from aiodimse.sinks import DirectorySink
 
 #: PS3.4 C.6.1.1 / C.6.2.1: the unique key of each Query/Retrieve level.
 LEVEL_KEYS = {

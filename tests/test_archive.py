@@ -202,7 +202,7 @@ async def test_an_interrupted_transfer_leaves_nothing(tmp_path: Path) -> None:
             raise RuntimeError("the sender died")
 
         with pytest.raises(RuntimeError):
-            await assoc._invoke(
+            await assoc.exchange.invoke(
                 context,
                 lambda mid: CStoreRQ(
                     message_id=mid,
@@ -222,7 +222,7 @@ async def test_an_interrupted_transfer_leaves_nothing(tmp_path: Path) -> None:
 
 
 async def test_find_get_and_move_over_the_network(tmp_path: Path, population: list[Path]) -> None:
-    receiver = aiodimse.StorageServer("RECEIVER", 0, host=HOST, directory=tmp_path / "moved")
+    receiver = aiodimse.StorageServer(tmp_path / "moved", HOST, 0, ae_title="RECEIVER")
     async with receiver:
         server = ArchiveServer(
             tmp_path / "arch",
@@ -252,7 +252,7 @@ async def test_find_get_and_move_over_the_network(tmp_path: Path, population: li
                 study = str(studies[0].StudyInstanceUID)
                 result = await assoc.get(
                     {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study},
-                    sink=aiodimse.DirectorySink(tmp_path / "got"),
+                    receiver=aiodimse.DirectorySink(tmp_path / "got"),
                 )
                 assert result.ok and result.completed == 6
                 sources = {p.name: p for p in population}
@@ -262,7 +262,7 @@ async def test_find_get_and_move_over_the_network(tmp_path: Path, population: li
                 result = await assoc.move(
                     {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study},
                     "RECEIVER",
-                    receive=receiver,
+                    receiver=receiver,
                 )
                 assert result.ok and len(result.instances) == 6
                 with pytest.raises(StatusError) as caught:

@@ -56,8 +56,8 @@ from aiodimse.pdu import (
     PresentationDataValue,
     decode_pdu,
 )
-from aiodimse.scp import FindRequest, Request, StoreRequest
-from aiodimse.storage import StoredInstance
+from aiodimse.requests import FindRequest, Request, StoreRequest
+from aiodimse.results import StoredInstance
 from aiodimse.testing.peers import free_port
 from aiodimse.testing.synthetic import SUPPORTED_TRANSFER_SYNTAXES, make_study, write_study
 from aiodimse.ul.negotiation import (
@@ -78,7 +78,7 @@ CT = "1.2.840.10008.5.1.4.1.1.2"
 
 def storage_server(directory: Path, **options: Any) -> aiodimse.StorageServer:
     options.setdefault("timeouts", QUICK)
-    return aiodimse.StorageServer("STORE", 0, host=LOCAL, directory=directory, **options)
+    return aiodimse.StorageServer(directory, LOCAL, 0, ae_title="STORE", **options)
 
 
 def connect(port: int, **options: Any) -> Any:

@@ -42,8 +42,8 @@ from aiodimse.pdu import (
     PresentationDataValue,
     RawPDU,
 )
-from aiodimse.scp import StoreRequest
-from aiodimse.storage import DirectorySink
+from aiodimse.requests import StoreRequest
+from aiodimse.sinks import DirectorySink
 from aiodimse.ul.negotiation import ContextRequest, build_request
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -119,7 +119,7 @@ class RawClient:
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[aiodimse.StorageServer]:
     async with aiodimse.StorageServer(
-        "STORE", 0, host=LOCAL, directory=tmp_path / "store", timeouts=QUICK
+        tmp_path / "store", LOCAL, 0, ae_title="STORE", timeouts=QUICK
     ) as scp:
         yield scp
 
@@ -366,7 +366,7 @@ async def test_store_request_without_a_data_set_is_refused(server: aiodimse.Serv
 async def test_requests_after_the_release_are_ignored(tmp_path: Path) -> None:
     timeouts = aiodimse.Timeouts(connect=5, acse=0.3, dimse=5)
     async with aiodimse.StorageServer(
-        "STORE", 0, host=LOCAL, directory=tmp_path, timeouts=timeouts
+        tmp_path, LOCAL, 0, ae_title="STORE", timeouts=timeouts
     ) as server:
         client = await RawClient.open(server.port)
         await client.associate()
@@ -397,5 +397,5 @@ async def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None
 
 async def _settled(assoc: aiodimse.Association) -> None:
     """Wait for the tasks the association was running when it ended."""
-    tasks = list(assoc._tasks)
+    tasks = list(assoc.link.tasks)
     await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)

@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 from aiodimse.dimse.status import (
     SERVICES,
     StatusCategory,
-    check_status,
     is_cancel,
     is_failure,
     is_final,
@@ -19,7 +18,7 @@ from aiodimse.dimse.status import (
     status_category,
     status_info,
 )
-from aiodimse.errors import StatusError
+from aiodimse.errors import StatusError, check_status
 
 S, P, W, F, C = (
     StatusCategory.SUCCESS,

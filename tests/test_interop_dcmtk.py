@@ -35,8 +35,9 @@ from pydicom import Dataset, dcmread
 import aiodimse
 from aiodimse import contexts, uids
 from aiodimse.dicomfile import read_part10
-from aiodimse.scp import FindRequest
-from aiodimse.storage import DirectorySink, StorageHandler, StoredInstance
+from aiodimse.requests import FindRequest
+from aiodimse.results import StoredInstance
+from aiodimse.sinks import DirectorySink, StorageHandler
 from aiodimse.testing.peers import PeerProcess, run_dcmtk, run_dcmtk_async
 from aiodimse.testing.synthetic import make_ct_instance, make_study, write_study
 
@@ -130,7 +131,7 @@ def check_arrivals(kept: list[Path], originals: list[Path]) -> dict[str, list[Pa
 
 async def test_echoscu(tmp_path: Path) -> None:
     async with aiodimse.StorageServer(
-        "AIOSCP", 0, host=LOCAL, directory=tmp_path, check_called_ae=True, timeouts=QUICK
+        tmp_path, LOCAL, 0, ae_title="AIOSCP", check_called_ae=True, timeouts=QUICK
     ) as scp:
         rc, out = await dcmtk(
             "echoscu", "-v", "-aet", "DCMTKSCU", "-aec", "AIOSCP", LOCAL, scp.port
@@ -161,7 +162,7 @@ async def test_storescu_directory(tmp_path: Path, option: str) -> None:
     originals = mixed_directory(tmp_path / "src")
     keep = KeepEverything(tmp_path / "kept")
     async with aiodimse.StorageServer(
-        "AIOSCP", 0, host=LOCAL, directory=tmp_path / "in", timeouts=QUICK
+        tmp_path / "in", LOCAL, 0, ae_title="AIOSCP", timeouts=QUICK
     ) as scp:
         scp.add_listener(keep)
         rc, out = await dcmtk(
@@ -189,7 +190,7 @@ async def test_storescu_compressed_file_arrives_as_is(
     copy_pydicom([name], tmp_path / "src")
     (original,) = dcmtk_canonical(tmp_path / "src")
     async with aiodimse.StorageServer(
-        "AIOSCP", 0, host=LOCAL, directory=tmp_path / "in", timeouts=QUICK
+        tmp_path / "in", LOCAL, 0, ae_title="AIOSCP", timeouts=QUICK
     ) as scp:
         rc, out = await dcmtk("storescu", "-R", option, "-aec", "AIOSCP", LOCAL, scp.port, original)
         assert rc == 0, out

@@ -37,7 +37,7 @@ from aiodimse.archive import ArchiveServer
 from aiodimse.cli import build_parser, load_qrscp_config
 from aiodimse.dicomfile import dataset_bytes, decode_dataset, read_part10
 from aiodimse.dimse.status import StatusCategory
-from aiodimse.scp import StoreRequest
+from aiodimse.requests import StoreRequest
 from aiodimse.testing import peers
 from aiodimse.testing.peers import LOOPBACK, PeerProcess
 from aiodimse.testing.synthetic import make_study, write_study

@@ -30,8 +30,8 @@ from _settings import require_dcmtk
 import aiodimse
 from aiodimse import contexts
 from aiodimse.dicomfile import read_part10
-from aiodimse.retrieve import Progress
-from aiodimse.storage import DirectorySink
+from aiodimse.results import Progress
+from aiodimse.sinks import DirectorySink
 from aiodimse.testing import peers
 from aiodimse.testing.peers import PeerProcess
 from aiodimse.testing.synthetic import make_study, write_study
@@ -88,7 +88,7 @@ async def test_find_then_move_each_study_from_dcmqrscp(
     dcmqrscp_peer: Any, three_studies: list[list[Path]], tmp_path: Path
 ) -> None:
     every = [p for s in three_studies for p in s]
-    async with aiodimse.StorageServer("DEST", 0, host=LOCAL, directory=tmp_path / "dest") as scp:
+    async with aiodimse.StorageServer(tmp_path / "dest", LOCAL, 0, ae_title="DEST") as scp:
         peer = dcmqrscp_peer(hosts={"DEST": (LOCAL, scp.port)})
         await _fill(peer, every)
         async with aiodimse.connect(
@@ -106,7 +106,7 @@ async def test_find_then_move_each_study_from_dcmqrscp(
                 result = await assoc.move(
                     {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": uid},
                     destination="DEST",
-                    receive=scp,
+                    receiver=scp,
                     on_progress=progress.append,
                 )
                 assert result.ok and result.completed == len(wanted)
@@ -146,7 +146,9 @@ async def test_get_from_dcmqrscp(
         ct = assoc.negotiated.find(aiodimse.uids.STORAGE_SOP_CLASSES["CTImageStorage"], role="scp")
         assert ct is not None and ct.scp and not ct.scu
         for study in three_studies:
-            result = await assoc.get(_study_query(study[0]), sink=DirectorySink(tmp_path / "got"))
+            result = await assoc.get(
+                _study_query(study[0]), receiver=DirectorySink(tmp_path / "got")
+            )
             assert result.ok and result.completed == len(study)
             assert {i.sop_instance_uid for i in result.instances} == _uids(study)
         await assoc.echo()
@@ -170,7 +172,7 @@ async def test_cancel_against_dcmqrscp(
         await asyncio.sleep(0.2)  # let the C-CANCEL-RQ reach dcmqrscp first
 
     sink = HoldingSink(tmp_path / "in", hold_at, after_cancel)
-    async with aiodimse.StorageServer("DEST", 0, host=LOCAL, sink=sink) as scp:
+    async with aiodimse.StorageServer(sink, LOCAL, 0, ae_title="DEST") as scp:
         peer = dcmqrscp_peer(hosts={"DEST": (LOCAL, scp.port)})
         await _fill(peer, study)
         async with aiodimse.connect(
@@ -182,9 +184,9 @@ async def test_cancel_against_dcmqrscp(
         ) as assoc:
             query = _study_query(study[0])
             if service == "move":
-                retrieval = assoc.move(query, "DEST", receive=scp)
+                retrieval = assoc.move(query, "DEST", receiver=scp)
             else:
-                retrieval = assoc.get(query, sink=sink)
+                retrieval = assoc.get(query, receiver=sink)
 
             async def run() -> Any:
                 return await retrieval
@@ -324,7 +326,7 @@ async def test_movescu_cancel_against_aiodimse(tmp_path: Path) -> None:
 
     sink = HoldingSink(tmp_path / "in", 3, until_cancelled)
     async with (
-        aiodimse.StorageServer("DEST", 0, host=LOCAL, sink=sink) as scp,
+        aiodimse.StorageServer(sink, LOCAL, 0, ae_title="DEST") as scp,
         aiodimse.Server(
             archive, LOCAL, 0, ae_title="QR", destinations={"DEST": (LOCAL, scp.port)}
         ) as qr,

@@ -62,7 +62,7 @@ async def storescu(*args: str | Path | int, timeout: float = 30) -> tuple[int, s
 def tls_server(pki: Pki, directory: Path, **options: Any) -> aiodimse.StorageServer:
     ctx = tls.server_context(cert=pki.server_cert, key=pki.server_key, ca=pki.ca)
     return aiodimse.StorageServer(
-        "AIODIMSE", 0, host=LOCAL, directory=directory, ssl=ctx, timeouts=FAST, **options
+        directory, LOCAL, 0, ae_title="AIODIMSE", ssl=ctx, timeouts=FAST, **options
     )
 
 
@@ -205,7 +205,7 @@ async def test_storescu_identity_accepted(kind: str, tmp_path: Path) -> None:
     args, kind_code, primary, secondary = identity_args(kind, tmp_path)
     hook = Hook(True)
     async with aiodimse.StorageServer(
-        "AIODIMSE", 0, host=LOCAL, directory=tmp_path / "in", user_identity=hook, timeouts=FAST
+        tmp_path / "in", LOCAL, 0, ae_title="AIODIMSE", user_identity=hook, timeouts=FAST
     ) as srv:
         rc, out = await storescu(*args, LOCAL, srv.port, CT)
     assert rc == 0, out
@@ -225,7 +225,7 @@ async def test_storescu_positive_response(verdict: bool | bytes, tmp_path: Path)
     args, *_ = identity_args(kind, tmp_path)
     hook = Hook(verdict)
     async with aiodimse.StorageServer(
-        "AIODIMSE", 0, host=LOCAL, directory=tmp_path / "in", user_identity=hook, timeouts=FAST
+        tmp_path / "in", LOCAL, 0, ae_title="AIODIMSE", user_identity=hook, timeouts=FAST
     ) as srv:
         rc, out = await storescu(*args, "-rsp", LOCAL, srv.port, CT)
     assert rc == 0, out
@@ -235,7 +235,7 @@ async def test_storescu_positive_response(verdict: bool | bytes, tmp_path: Path)
 async def test_storescu_identity_rejected(tmp_path: Path) -> None:
     hook = Hook(False)
     async with aiodimse.StorageServer(
-        "AIODIMSE", 0, host=LOCAL, directory=tmp_path / "in", user_identity=hook, timeouts=FAST
+        tmp_path / "in", LOCAL, 0, ae_title="AIODIMSE", user_identity=hook, timeouts=FAST
     ) as srv:
         rc, out = await storescu("--user", "bob", "--password", "wrong", LOCAL, srv.port, CT)
     assert rc != 0
@@ -248,7 +248,7 @@ async def test_storescu_identity_rejected(tmp_path: Path) -> None:
 
 async def test_storescu_hits_the_association_limit(tmp_path: Path) -> None:
     async with aiodimse.StorageServer(
-        "AIODIMSE", 0, host=LOCAL, directory=tmp_path / "in", max_associations=1, timeouts=FAST
+        tmp_path / "in", LOCAL, 0, ae_title="AIODIMSE", max_associations=1, timeouts=FAST
     ) as srv:
         async with aiodimse.connect(LOCAL, srv.port, timeouts=FAST):
             rc, out = await storescu(LOCAL, srv.port, CT, timeout=15)

@@ -28,9 +28,10 @@ from pydicom.data import get_testdata_file
 import aiodimse
 from aiodimse import contexts
 from aiodimse.dicomfile import read_part10
-from aiodimse.retrieve import Progress, Retrieval
-from aiodimse.scp import FindRequest, StoreRequest
-from aiodimse.storage import DirectorySink, StoredInstance
+from aiodimse.requests import FindRequest, StoreRequest
+from aiodimse.results import Progress, StoredInstance
+from aiodimse.scu.retrieve import Retrieval
+from aiodimse.sinks import DirectorySink
 from aiodimse.testing.peers import free_port
 from aiodimse.testing.synthetic import make_study, write_study
 
@@ -72,7 +73,7 @@ async def qr_with_destination(
     destinations: dict[str, tuple[str, int]] | None = None,
 ) -> AsyncIterator[tuple[aiodimse.Server, aiodimse.StorageServer]]:
     """A Q/R SCP "QR" serving ``archive`` whose move destination "DEST" is a StorageServer."""
-    async with aiodimse.StorageServer("DEST", 0, host=LOCAL, sink=dest) as scp:
+    async with aiodimse.StorageServer(dest, LOCAL, 0, ae_title="DEST") as scp:
         table = {"DEST": (LOCAL, scp.port), **(destinations or {})}
         async with aiodimse.Server(
             archive, LOCAL, 0, ae_title="QR", destinations=table, async_window=window
@@ -129,7 +130,7 @@ async def test_move_delivers_exactly_the_study_byte_identical(
         aiodimse.connect(LOCAL, qr.port, calling_ae="MOVER", called_ae="QR") as assoc,
     ):
         result = await assoc.move(
-            _study_query(wanted[0]), "DEST", receive=scp, on_progress=progress.append
+            _study_query(wanted[0]), "DEST", receiver=scp, on_progress=progress.append
         )
         assert result.ok
         assert (result.completed, result.failed, result.warning) == (3, 0, 0)
@@ -144,20 +145,30 @@ async def test_move_delivers_exactly_the_study_byte_identical(
         await assoc.echo()
 
 
-async def test_move_progress_by_async_iteration(
+async def test_move_instances_by_async_iteration(
     ten_studies: list[list[Path]], tmp_path: Path
 ) -> None:
+    """Iterating a C-MOVE yields each instance as the receiver commits it, as a C-GET does;
+    the counts come through ``on_progress`` and ``.progress``."""
     archive = FileArchive(ten_studies[0])
+    progress: list[Progress] = []
     async with (
         qr_with_destination(archive, DirectorySink(tmp_path / "dest")) as (qr, scp),
         aiodimse.connect(LOCAL, qr.port, called_ae="QR") as assoc,
     ):
-        retrieval = assoc.move(_study_query(ten_studies[0][0]), "DEST", receive=scp)
-        seen = [p async for p in retrieval]
-        assert all(isinstance(p, Progress) for p in seen)
-        _consistent(seen, 3)
+        retrieval = assoc.move(
+            _study_query(ten_studies[0][0]), "DEST", receiver=scp, on_progress=progress.append
+        )
+        seen = [instance async for instance in retrieval]
+        assert all(isinstance(i, StoredInstance) for i in seen)
+        assert sorted(i.sop_instance_uid for i in seen) == sorted(
+            read_part10(p).sop_instance_uid for p in ten_studies[0]
+        )
+        assert all(i.path is not None and i.path.exists() for i in seen)
+        _consistent(progress, 3)
+        assert retrieval.progress == progress[-1]
         assert retrieval.result is not None and retrieval.result.ok
-        assert len(retrieval.result.instances) == 3
+        assert retrieval.result.instances == seen
 
 
 async def test_ten_moves_on_ten_associations_with_one_ae_title(
@@ -173,7 +184,7 @@ async def test_ten_moves_on_ten_associations_with_one_ae_title(
 
         async def one(study: list[Path]) -> set[str]:
             async with aiodimse.connect(LOCAL, qr.port, calling_ae="SAME", called_ae="QR") as a:
-                result = await a.move(_study_query(study[0]), "DEST", receive=scp)
+                result = await a.move(_study_query(study[0]), "DEST", receiver=scp)
                 assert result.ok and result.completed == len(study)
                 return {i.sop_instance_uid for i in result.instances}
 
@@ -196,7 +207,7 @@ async def test_ten_moves_at_once_on_one_association(
         assert assoc.negotiated is not None and assoc.negotiated.max_invoked == 16
         results = await asyncio.wait_for(
             asyncio.gather(
-                *(assoc.move(_study_query(s[0]), "DEST", receive=scp) for s in ten_studies)
+                *(assoc.move(_study_query(s[0]), "DEST", receiver=scp) for s in ten_studies)
             ),
             20,
         )
@@ -239,7 +250,7 @@ async def test_destination_that_cannot_take_anything(
             address = (LOCAL, free_port())  # nothing listens there
         elif why == "rejects-association":
             picky = aiodimse.StorageServer(
-                "SOMEONE", 0, host=LOCAL, directory=tmp_path / "x", check_called_ae=True
+                tmp_path / "x", LOCAL, 0, ae_title="SOMEONE", check_called_ae=True
             )
             await stack.enter_async_context(picky)
             address = (LOCAL, picky.port)
@@ -308,7 +319,7 @@ async def test_get_thousand_small_instances(thousand: list[Path], tmp_path: Path
     ):
         result = await assoc.get(
             _study_query(thousand[0]),
-            sink=DirectorySink(tmp_path / "got"),
+            receiver=DirectorySink(tmp_path / "got"),
             on_progress=progress.append,
         )
         assert result.ok
@@ -418,10 +429,10 @@ async def test_sub_operation_failures_are_counted_and_named(
     progress: list[Progress] = []
     async with (
         aiodimse.StorageServer(
-            "DEST",
+            tmp_path / "dest",
+            LOCAL,
             0,
-            host=LOCAL,
-            directory=tmp_path / "dest",
+            ae_title="DEST",
             transfer_syntaxes=uncompressed,
             accept_unknown_storage=False,
         ) as scp,
@@ -439,9 +450,9 @@ async def test_sub_operation_failures_are_counted_and_named(
         query = _study_query(study[0])
         if service == "get":
             sink = DirectorySink(tmp_path / "dest")
-            result = await assoc.get(query, sink=sink, on_progress=progress.append)
+            result = await assoc.get(query, receiver=sink, on_progress=progress.append)
         else:
-            result = await assoc.move(query, "DEST", receive=scp, on_progress=progress.append)
+            result = await assoc.move(query, "DEST", receiver=scp, on_progress=progress.append)
         assert result.status.code == SOME_FAILED
         assert (result.completed, result.failed, result.warning) == (3, 5, 0)
         assert set(result.failed_instances) == {
@@ -511,9 +522,9 @@ async def test_cancel_midway(service: str, how: str, big_study: list[Path], tmp_
         query = _study_query(big_study[0])
         retrieval: Retrieval
         if service == "move":
-            retrieval = assoc.move(query, "DEST", receive=scp, on_progress=progress.append)
+            retrieval = assoc.move(query, "DEST", receiver=scp, on_progress=progress.append)
         else:
-            retrieval = assoc.get(query, sink=sink, on_progress=progress.append)
+            retrieval = assoc.get(query, receiver=sink, on_progress=progress.append)
 
         if how == "aclose":
             async for _item in retrieval:
@@ -548,9 +559,9 @@ async def test_cancel_midway(service: str, how: str, big_study: list[Path], tmp_
         # The association is clean: echo, then a complete retrieve of one instance.
         await assoc.echo()
         if service == "move":
-            again = await assoc.move(_image_query(big_study[-1]), "DEST", receive=scp)
+            again = await assoc.move(_image_query(big_study[-1]), "DEST", receiver=scp)
         else:
-            again = await assoc.get(_image_query(big_study[-1]), sink=sink)
+            again = await assoc.get(_image_query(big_study[-1]), receiver=sink)
         assert again.ok and len(again.instances) == 1
 
 
@@ -629,7 +640,7 @@ async def test_cancel_while_the_request_is_being_sent(
     ):
         sending = asyncio.Event()
         go_on = asyncio.Event()
-        send = assoc.send_message
+        send = assoc.link.send_message
 
         async def slow_send(context_id: int, message: Any, dataset: Any = None) -> None:
             if type(message).__name__ in ("CGetRQ", "CMoveRQ"):
@@ -637,13 +648,13 @@ async def test_cancel_while_the_request_is_being_sent(
                 await go_on.wait()
             await send(context_id, message, dataset)
 
-        monkeypatch.setattr(assoc, "send_message", slow_send)
+        monkeypatch.setattr(assoc.link, "send_message", slow_send)
         query = _study_query(big_study[0])
         retrieval: Retrieval
         if service == "move":
-            retrieval = assoc.move(query, "DEST", receive=scp)
+            retrieval = assoc.move(query, "DEST", receiver=scp)
         else:
-            retrieval = assoc.get(query, sink=sink)
+            retrieval = assoc.get(query, receiver=sink)
 
         async def run() -> Any:
             return await retrieval
@@ -698,9 +709,9 @@ async def test_progress_callback_raising_cancels_and_frees_the_association(
         query = _study_query(big_study[0])
         with pytest.raises(RuntimeError, match="enough"):
             if service == "move":
-                await assoc.move(query, "DEST", receive=scp, on_progress=fussy)
+                await assoc.move(query, "DEST", receiver=scp, on_progress=fussy)
             else:
-                await assoc.get(query, sink=sink, on_progress=fussy)
+                await assoc.get(query, receiver=sink, on_progress=fussy)
         assert (await asyncio.wait_for(assoc.echo(), 5)).code == SUCCESS
         assert archive.requests[-1].cancelled
         assert len(received(tmp_path / "in")) < len(big_study)
@@ -885,8 +896,8 @@ async def test_get_and_move_at_once_on_one_association(
         ) as assoc,
     ):
         got, moved = await asyncio.gather(
-            assoc.get(_study_query(ten_studies[8][0]), sink=DirectorySink(tmp_path / "got")),
-            assoc.move(_study_query(ten_studies[9][0]), "DEST", receive=scp),
+            assoc.get(_study_query(ten_studies[8][0]), receiver=DirectorySink(tmp_path / "got")),
+            assoc.move(_study_query(ten_studies[9][0]), "DEST", receiver=scp),
         )
     assert {i.sop_instance_uid for i in got.instances} == _uids(ten_studies[8])
     assert {i.sop_instance_uid for i in moved.instances} == _uids(ten_studies[9])

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import logging
 import os
 import shutil
@@ -31,11 +30,13 @@ from pydicom.filereader import read_partial
 from pydicom.tag import BaseTag
 
 from .. import uids
+from ..config import DEFAULT_HOST
+from ..dimse.status import CANNOT_UNDERSTAND, IDENTIFIER_DOES_NOT_MATCH, OUT_OF_RESOURCES
 from ..errors import StatusError
 from ..query import to_dataset
-from ..scp import FindRequest, RetrieveRequest, StoreRequest
+from ..requests import FindRequest, RetrieveRequest, StoreRequest
 from ..server import Server
-from ..storage import DirectorySink, _FileWriter
+from ..sinks import DirectorySink, FileWriter, temp_path_for
 from .encode import encode_identifier
 from .index import (
     LEVELS,
@@ -51,13 +52,6 @@ from .index import (
 __all__ = ["Archive", "ArchiveServer"]
 
 log = logging.getLogger("aiodimse.archive")
-
-#: PS3.4 C.4.1.1.4 / C.4.2.1.5: the identifier does not fit the information model.
-IDENTIFIER_DOES_NOT_MATCH: Final = 0xA900
-#: PS3.4 B.2.3: C-STORE "Cannot understand".
-CANNOT_UNDERSTAND: Final = 0xC000
-#: PS3.4 B.2.3: C-STORE "Refused: Out of Resources".
-OUT_OF_RESOURCES: Final = 0xA700
 
 #: The levels each information model has (PS3.4 C.6.1, C.6.2, C.6.3).
 MODEL_LEVELS: Final = {
@@ -82,8 +76,6 @@ _MODEL_NAMES: Final = {
     "psonly": "patient/study only",
 }
 
-_tmp_ids = itertools.count(1)
-
 
 def _after_group_0020(tag: BaseTag, vr: str | None, length: int) -> bool:
     return bool(tag.group > 0x0020)
@@ -105,34 +97,7 @@ def _bucket(sop_instance_uid: str) -> str:
     return hashlib.blake2b(sop_instance_uid.encode("ascii"), digest_size=1).hexdigest()
 
 
-class _ArchiveSink(DirectorySink):
-    """DirectorySink whose files go to ``files/<xx>/`` and whose writer indexes them."""
-
-    def __init__(self, archive: Archive, directory: Path, *, fsync: bool) -> None:
-        super().__init__(directory, fsync=fsync)
-        self.archive = archive
-        self._buckets: set[str] = set()
-
-    def path_for(self, sop_instance_uid: str) -> Path:
-        flat = super().path_for(sop_instance_uid)  # validates the UID (PS3.5 9.1)
-        bucket = _bucket(sop_instance_uid)
-        folder = self.directory / bucket
-        if bucket not in self._buckets:
-            folder.mkdir(exist_ok=True)
-            self._buckets.add(bucket)
-        return folder / flat.name
-
-    def open(self, request: StoreRequest) -> _ArchiveWriter:
-        final = self.path_for(request.sop_instance_uid)
-        if not uids.is_valid_uid(request.sop_class_uid) or not uids.is_valid_uid(
-            request.transfer_syntax
-        ):
-            raise StatusError(CANNOT_UNDERSTAND, detail="invalid SOP Class UID", service="C-STORE")
-        tmp = final.parent / f".{request.sop_instance_uid}.{os.getpid()}.{next(_tmp_ids)}.part"
-        return _ArchiveWriter(self, request, final, tmp, self.fsync)
-
-
-class _ArchiveWriter(_FileWriter):
+class _ArchiveWriter(FileWriter):
     """The DirectorySink writer, plus: read the header before the rename, index after it.
 
     Success is answered only once the file is in place and its index row committed; if
@@ -175,6 +140,26 @@ class _ArchiveWriter(_FileWriter):
             ) from None
         archive.stored_count += 1
         return None
+
+
+class _ArchiveSink(DirectorySink):
+    """DirectorySink whose files go to ``files/<xx>/`` and whose writer indexes them."""
+
+    writer = _ArchiveWriter
+
+    def __init__(self, archive: Archive, directory: Path, *, fsync: bool) -> None:
+        super().__init__(directory, fsync=fsync)
+        self.archive = archive
+        self._buckets: set[str] = set()
+
+    def path_for(self, sop_instance_uid: str) -> Path:
+        flat = super().path_for(sop_instance_uid)  # validates the UID (PS3.5 9.1)
+        bucket = _bucket(sop_instance_uid)
+        folder = self.directory / bucket
+        if bucket not in self._buckets:
+            folder.mkdir(exist_ok=True)
+            self._buckets.add(bucket)
+        return folder / flat.name
 
 
 class Archive:
@@ -254,7 +239,7 @@ class Archive:
             log.warning("ingest: skipping %s: %s", path, problem)
             return None
         final = self.sink.path_for(record.sop_instance_uid)
-        tmp = final.parent / f".{record.sop_instance_uid}.{os.getpid()}.{next(_tmp_ids)}.part"
+        tmp = temp_path_for(final)
         try:
             shutil.copyfile(path, tmp)
         except BaseException:
@@ -308,7 +293,7 @@ class Archive:
 
     # -- the handler -------------------------------------------------------------------
 
-    def open_store(self, request: StoreRequest) -> _ArchiveWriter:
+    def open_store(self, request: StoreRequest) -> FileWriter:
         """C-STORE: stream the data set to a temporary file (see :class:`_ArchiveWriter`)."""
         return self.sink.open(request)
 
@@ -441,6 +426,9 @@ def _walk(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
 class ArchiveServer(Server):
     """The archive on the network: ``async with ArchiveServer(dir, port=0) as server``.
 
+    Arguments in :class:`~aiodimse.Server`'s order: the storage folder (in place of the
+    handler), ``host``, ``port``, then keywords.
+
     ``server.archive`` is the :class:`Archive`. ``destinations`` maps C-MOVE destination AE
     titles to (host, port); the other options are :class:`~aiodimse.Server`'s. Closing the
     server leaves the archive open (``server.archive.close()`` when done with it).
@@ -449,11 +437,11 @@ class ArchiveServer(Server):
     def __init__(
         self,
         storage_dir: str | os.PathLike[str],
-        ae_title: str = "QRSCP",
+        host: str = DEFAULT_HOST,
         port: int = 11112,
-        host: str = "0.0.0.0",
-        destinations: Mapping[str, tuple[str, int]] | None = None,
         *,
+        ae_title: str = "QRSCP",
+        destinations: Mapping[str, tuple[str, int]] | None = None,
         allowed_calling: Iterable[str] | None = None,
         max_associations: int = 100,
         check_called_ae: bool = False,

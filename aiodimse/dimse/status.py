@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Final
 
-from ..errors import StatusError
-
 __all__ = [
     "CANCEL",
     "PENDING",
@@ -16,8 +14,8 @@ __all__ = [
     "SUCCESS",
     "StatusCategory",
     "StatusInfo",
-    "check_status",
     "is_cancel",
+    "is_completed",
     "is_failure",
     "is_final",
     "is_pending",
@@ -54,6 +52,20 @@ SUCCESS: Final = 0x0000
 CANCEL: Final = 0xFE00
 PENDING: Final = 0xFF00
 PENDING_WARNING: Final = 0xFF01  # C-FIND: optional keys not supported (PS3.4 C.4.1.1.4)
+
+# The codes aiodimse answers with, named once (PS3.7 C.4, PS3.4 B.2.3 and C.4.1-C.4.3).
+PROCESSING_FAILURE: Final = 0x0110  # PS3.7 C.4.2: generic failure of a handler
+SOP_CLASS_NOT_SUPPORTED: Final = 0x0122  # PS3.7 C.4.10: no handler for the service
+UNRECOGNIZED_OPERATION: Final = 0x0211  # PS3.7 C.4.23
+OUT_OF_RESOURCES: Final = 0xA700  # PS3.4 B.2.3 / C.4.1.1.4
+UNABLE_TO_CALCULATE_MATCHES: Final = 0xA701  # PS3.4 C.4.2.1.5 / C.4.3.1.4
+UNABLE_TO_PERFORM_SUBOPERATIONS: Final = 0xA702  # PS3.4 C.4.2.1.5 / C.4.3.1.4
+MOVE_DESTINATION_UNKNOWN: Final = 0xA801  # PS3.4 C.4.2.1.5
+DATASET_DOES_NOT_MATCH: Final = 0xA900  # PS3.4 B.2.3 (C-STORE) and C.4 ("identifier")
+IDENTIFIER_DOES_NOT_MATCH: Final = 0xA900
+SUBOPERATIONS_COMPLETE_WITH_FAILURES: Final = 0xB000  # PS3.4 C.4.2.1.5 / C.4.3.1.4
+CANNOT_UNDERSTAND: Final = 0xC000  # PS3.4 B.2.3 (C-STORE)
+UNABLE_TO_PROCESS: Final = 0xC001  # PS3.4 C.4.1.1.4 (C-FIND/C-GET/C-MOVE: Cxxx)
 
 SERVICES: Final = ("C-ECHO", "C-STORE", "C-FIND", "C-GET", "C-MOVE")
 
@@ -220,13 +232,6 @@ def status_info(code: int, service: str | None = None) -> StatusInfo:
     return StatusInfo(code, f"Unknown {category.value.lower()} status", category)
 
 
-def check_status(code: int, service: str | None = None, detail: str = "") -> None:
-    """Raise :class:`~aiodimse.errors.StatusError` when ``code`` is a failure or a cancel."""
-    info = status_info(code, service)
-    if info.category in (StatusCategory.FAILURE, StatusCategory.CANCEL):
-        raise StatusError(code, info.name, detail, service=service)
-
-
 def is_success(code: int) -> bool:
     """Status 0x0000."""
     return status_category(code) is StatusCategory.SUCCESS
@@ -250,6 +255,12 @@ def is_failure(code: int) -> bool:
 def is_cancel(code: int) -> bool:
     """Status 0xFE00: ended by a C-CANCEL."""
     return status_category(code) is StatusCategory.CANCEL
+
+
+def is_completed(code: int) -> bool:
+    """Success or warning: the operation did what was asked (a C-STORE whose instance is
+    kept, a sub-operation that counts as completed or warning)."""
+    return status_category(code) in (StatusCategory.SUCCESS, StatusCategory.WARNING)
 
 
 def is_final(code: int) -> bool:

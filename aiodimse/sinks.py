@@ -1,10 +1,11 @@
-"""Storage: sinks that put received instances somewhere safely, and a storage server.
+"""Sinks: where received instances go, safely. Used by the C-GET SCU and storage servers.
 
 :class:`DirectorySink` writes each instance as a Part 10 file without decoding it: the
 preamble and file meta are built from the C-STORE command and the negotiated transfer
 syntax, then the data set bytes follow as they arrive. The file appears under its final
 name (the validated SOP Instance UID) only once it is complete; a transfer cut short leaves
-nothing behind.
+nothing behind. :class:`MoveTracker` collects, wherever C-MOVE sub-operations arrive, the
+instances of one C-MOVE (matched by Move Originator AE Title and Message ID).
 """
 
 from __future__ import annotations
@@ -14,86 +15,38 @@ import contextlib
 import itertools
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from pydicom import Dataset
-
 from .dicomfile import build_file_meta
+from .dimse.status import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, is_completed
 from .errors import StatusError
-from .link import MemoryTarget, Timeouts
-from .scp import StoreRequest, StoreWriter
-from .server import Server
+from .requests import StoreRequest, StoreWriter
+from .results import StoredInstance
+from .transport.targets import MemoryTarget
 from .uids import is_valid_uid
 
 __all__ = [
     "DirectorySink",
+    "FileWriter",
     "MemorySink",
+    "MoveReceiver",
+    "MoveTracker",
     "Sink",
     "StorageHandler",
-    "StorageServer",
-    "StoredInstance",
+    "temp_path_for",
 ]
 
 log = logging.getLogger("aiodimse.storage")
 
 _tmp_ids = itertools.count(1)
 
-#: PS3.4 B.2.3: "Cannot understand" - used for a SOP Instance UID that is not a UID.
-CANNOT_UNDERSTAND = 0xC000
 
-
-@dataclass(frozen=True, slots=True)
-class StoredInstance:
-    """An instance that was received and committed."""
-
-    sop_class_uid: str
-    sop_instance_uid: str
-    transfer_syntax: str
-    calling_ae: str
-    path: Path | None
-    #: The data set bytes as received, when it was kept in memory rather than in a file.
-    data: bytes | None = None
-    move_originator_ae_title: str | None = None
-    move_originator_message_id: int | None = None
-    association_id: int = 0
-
-    @classmethod
-    def from_store(cls, request: StoreRequest, writer: object) -> StoredInstance:
-        """The instance a C-STORE request committed through ``writer`` (a file writer's
-        ``final`` path, or a memory writer's ``data``)."""
-        path = getattr(writer, "final", None)
-        data = getattr(writer, "data", None)
-        return cls(
-            sop_class_uid=request.sop_class_uid,
-            sop_instance_uid=request.sop_instance_uid,
-            transfer_syntax=request.transfer_syntax,
-            calling_ae=request.calling_ae,
-            path=path if isinstance(path, Path) else None,
-            data=data if isinstance(data, bytes) else None,
-            move_originator_ae_title=request.move_originator_ae_title,
-            move_originator_message_id=request.move_originator_message_id,
-            association_id=request.association.id,
-        )
-
-    def read_dataset_bytes(self) -> bytes:
-        """The data set bytes (from memory, or from the file after its meta header)."""
-        if self.data is not None:
-            return self.data
-        if self.path is None:
-            raise ValueError("this instance was neither kept in memory nor written to a file")
-        from .dicomfile import dataset_bytes, read_part10
-
-        return dataset_bytes(self.path, read_part10(self.path))
-
-    @property
-    def dataset(self) -> Dataset:
-        """The instance decoded by pydicom."""
-        from .dicomfile import decode_dataset
-
-        return decode_dataset(self.read_dataset_bytes(), self.transfer_syntax)
+def temp_path_for(final: Path) -> Path:
+    """A temporary name next to ``final``, unique to this process and write, hidden (a
+    leading dot) and ending in ``.part``: renamed to ``final`` once complete."""
+    return final.parent / f".{final.stem}.{os.getpid()}.{next(_tmp_ids)}.part"
 
 
 class Sink(Protocol):
@@ -103,7 +56,7 @@ class Sink(Protocol):
     def open(self, request: StoreRequest) -> StoreWriter: ...
 
 
-class _FileWriter:
+class FileWriter:
     """Writes one instance to a temporary file next to its final name, then renames it.
 
     Unbuffered OS-level writes: the data set arrives in PDV-sized pieces that go straight
@@ -113,15 +66,15 @@ class _FileWriter:
     __slots__ = ("_fd", "final", "fsync", "request", "sink", "tmp")
 
     def __init__(
-        self, sink: DirectorySink, request: StoreRequest, final: Path, tmp: Path, fsync: bool
+        self, sink: DirectorySink, request: StoreRequest, final: Path, fsync: bool
     ) -> None:
         self.sink = sink
         self.request = request
         self.final = final
-        self.tmp = tmp
+        self.tmp = temp_path_for(final)
         self.fsync = fsync
         # O_EXCL: a temporary name is never shared; closed in commit/discard.
-        self._fd: int | None = os.open(tmp, _CREATE_FLAGS, 0o644)
+        self._fd: int | None = os.open(self.tmp, _CREATE_FLAGS, 0o644)
         try:
             _write_all(
                 self._fd,
@@ -147,7 +100,7 @@ class _FileWriter:
     async def commit(self) -> int | None:
         fd, self._fd = self._fd, None
         if fd is None:
-            raise StatusError(0xA700, detail="writer already closed", service="C-STORE")
+            raise StatusError(OUT_OF_RESOURCES, detail="writer already closed", service="C-STORE")
         try:
             if self.fsync:
                 os.fsync(fd)
@@ -199,6 +152,9 @@ class DirectorySink:
     entry) to stable storage before Success is answered.
     """
 
+    #: The writer class (a subclass may index what it commits, as the archive does).
+    writer: type[FileWriter] = FileWriter
+
     def __init__(self, directory: str | os.PathLike[str], *, fsync: bool = False) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -213,12 +169,11 @@ class DirectorySink:
             )
         return self.directory / f"{sop_instance_uid}.dcm"
 
-    def open(self, request: StoreRequest) -> _FileWriter:
+    def open(self, request: StoreRequest) -> FileWriter:
         final = self.path_for(request.sop_instance_uid)
         if not is_valid_uid(request.sop_class_uid) or not is_valid_uid(request.transfer_syntax):
             raise StatusError(CANNOT_UNDERSTAND, detail="invalid SOP Class UID", service="C-STORE")
-        tmp = self.directory / f".{request.sop_instance_uid}.{os.getpid()}.{next(_tmp_ids)}.part"
-        return _FileWriter(self, request, final, tmp, self.fsync)
+        return self.writer(self, request, final, self.fsync)
 
 
 class _MemoryWriter:
@@ -263,7 +218,7 @@ class StorageHandler:
         return self.sink.open(request)
 
     async def stored(self, request: StoreRequest, status: int, writer: object) -> None:
-        if status != 0 and not 0xB000 <= status <= 0xBFFF:
+        if not is_completed(status):
             return
         instance = StoredInstance.from_store(request, writer)
         for listener in list(self.listeners):
@@ -272,53 +227,56 @@ class StorageHandler:
                 await result
 
 
-class StorageServer(Server):
-    """A storage SCP in one line: ``async with StorageServer(port=1235, sink=DirectorySink(d))``.
+class MoveTracker:
+    """The instances of one C-MOVE arriving at a receiver (a storage server on this loop)."""
 
-    It runs as tasks on the current loop, so it can receive the C-MOVE sub-operations that
-    an association on the same loop asks for (see ``Association.move(receive=...)``).
-    """
+    def __init__(self, key: tuple[str, int], release: Callable[[MoveTracker], None]) -> None:
+        self.key = key
+        self.instances: list[StoredInstance] = []
+        #: Called with each instance as it arrives (the C-MOVE's iterator listens here).
+        self.on_instance: Callable[[StoredInstance], None] | None = None
+        self._release = release
+        self._changed = asyncio.Event()
 
-    def __init__(
-        self,
-        ae_title: str = "AIODIMSE",
-        port: int = 11112,
-        sink: Sink | None = None,
-        *,
-        host: str = "0.0.0.0",
-        directory: str | os.PathLike[str] | None = None,
-        storage_classes: Iterable[str] | None = None,
-        transfer_syntaxes: Sequence[str] | None = None,
-        timeouts: Timeouts | None = None,
-        **options: Any,
-    ) -> None:
-        if sink is None:
-            if directory is None:
-                raise ValueError("StorageServer needs a sink or a directory")
-            sink = DirectorySink(directory)
-        self.storage = StorageHandler(sink)
-        extra: dict[str, Any] = {}
-        if transfer_syntaxes is not None:
-            extra["storage_transfer_syntaxes"] = tuple(transfer_syntaxes)
-        super().__init__(
-            self.storage,
-            host,
-            port,
-            ae_title=ae_title,
-            storage_classes=storage_classes,
-            timeouts=timeouts,
-            **extra,
-            **options,
-        )
+    @staticmethod
+    def key_for(ae: str, message_id: int) -> tuple[str, int]:
+        return (ae.strip(), message_id)
 
-    @property
-    def sink(self) -> Sink:
-        return self.storage.sink
+    def add(self, instance: StoredInstance) -> None:
+        self.instances.append(instance)
+        if self.on_instance is not None:
+            self.on_instance(instance)
+        self._changed.set()
 
-    def add_listener(self, listener: Listener) -> None:
-        """Call ``listener(StoredInstance)`` for every committed instance."""
-        self.storage.listeners.append(listener)
+    async def wait_for(self, count: int, timeout: float) -> bool:
+        """Wait until ``count`` instances have arrived, at most ``timeout`` seconds; whether
+        they did."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(self.instances) < count:
+            self._changed.clear()
+            left = deadline - loop.time()
+            if left <= 0:
+                log.warning(
+                    "C-MOVE reported %d completed sub-operations but %d arrived here",
+                    count,
+                    len(self.instances),
+                )
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+        return True
 
-    def remove_listener(self, listener: Listener) -> None:
-        with contextlib.suppress(ValueError):
-            self.storage.listeners.remove(listener)
+    def close(self) -> None:
+        """Stop tracking (the C-MOVE is over)."""
+        self._release(self)
+
+
+class MoveReceiver(Protocol):
+    """Where a C-MOVE's sub-operations arrive, on this loop (a StorageServer)."""
+
+    def expect_move(self, ae: str, message_id: int) -> MoveTracker:
+        """Start collecting the instances of the move ``(ae, message_id)``."""
+
+    def expects_move(self, ae: str, message_id: int) -> bool:
+        """Whether a move with this originator and Message ID is being collected."""

@@ -1,4 +1,4 @@
-"""How the association lays out outgoing P-DATA-TF PDUs (aiodimse.link._wire_images)."""
+"""How the association lays out outgoing P-DATA-TF PDUs (aiodimse.transport.wire.wire_images)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aiodimse.link import FileRegion, _wire_images
 from aiodimse.pdu import PDataTF, PDUReader
+from aiodimse.transport.wire import FileRegion, wire_images
 
 
 def parse(images: list[bytearray]) -> list[PDataTF]:
@@ -41,7 +41,7 @@ def check(pdus: list[PDataTF], head_pdus: int, room: int, expected: bytes) -> No
 )
 def test_buffers_are_laid_out_as_pdus(data: bytes, room: int, batch: int) -> None:
     head = bytes.fromhex("04000000000600000002 0503")
-    images = list(_wire_images(5, room, head, data, batch))
+    images = list(wire_images(5, room, head, data, batch))
     check(parse(images), 1, room, data)
 
 
@@ -53,7 +53,7 @@ def test_file_regions_are_read_into_place(tmp_path: Path, pad: bool, batch: int)
     path.write_bytes(content)
     region = FileRegion(str(path), offset=100, length=1001, pad=pad)
     head = bytes.fromhex("04000000000600000002 0503")
-    images = list(_wire_images(5, 64, head, region, batch))
+    images = list(wire_images(5, 64, head, region, batch))
     expected = content[100:1101] + (b"\x00" if pad else b"")
     check(parse(images), 1, 64, expected)
 
@@ -61,6 +61,6 @@ def test_file_regions_are_read_into_place(tmp_path: Path, pad: bool, batch: int)
 def test_a_file_shorter_than_promised_fails_before_anything_is_written(tmp_path: Path) -> None:
     path = tmp_path / "short.bin"
     path.write_bytes(b"x" * 50)
-    images = _wire_images(5, 64, b"", FileRegion(str(path), 0, 500))
+    images = wire_images(5, 64, b"", FileRegion(str(path), 0, 500))
     with pytest.raises(OSError, match="ended"):
         next(images)

@@ -1,0 +1,1 @@
+"""The SCP services: requests the peer invokes, answered with a handler's hooks."""
