@@ -29,8 +29,8 @@ from .scu.retrieve import Retrieval, RetrieveUser
 from .scu.services import Find, ServiceUser, StoreSource
 from .sinks import MoveReceiver, Sink
 from .transport.exchange import Exchange
-from .transport.link import Dataset as WireData
 from .transport.link import Link
+from .transport.wire import WireData
 from .ul.fsm import State
 from .ul.negotiation import ContextRequest, Negotiated, NegotiatedContext, build_request
 
@@ -268,7 +268,7 @@ class Association:
         self, context_id: int, message: Message, dataset: WireData | None = None
     ) -> None:
         """Send one DIMSE message as it is (for tests and tools that speak DIMSE directly)."""
-        await self.link.send_message(context_id, message, dataset)
+        await self.exchange.send_message(context_id, message, dataset)
 
     # -- the SCP's hook for C-MOVE sub-associations ---------------------------------------------
 

@@ -640,7 +640,7 @@ async def test_cancel_while_the_request_is_being_sent(
     ):
         sending = asyncio.Event()
         go_on = asyncio.Event()
-        send = assoc.link.send_message
+        send = assoc.exchange.send_message
 
         async def slow_send(context_id: int, message: Any, dataset: Any = None) -> None:
             if type(message).__name__ in ("CGetRQ", "CMoveRQ"):
@@ -648,7 +648,7 @@ async def test_cancel_while_the_request_is_being_sent(
                 await go_on.wait()
             await send(context_id, message, dataset)
 
-        monkeypatch.setattr(assoc.link, "send_message", slow_send)
+        monkeypatch.setattr(assoc.exchange, "send_message", slow_send)
         query = _study_query(big_study[0])
         retrieval: Retrieval
         if service == "move":

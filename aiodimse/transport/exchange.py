@@ -17,16 +17,17 @@ from typing import Protocol
 
 from ..config import DEFAULT_MAX_IN_MEMORY
 from ..dimse.assembler import MessageAssembler
-from ..dimse.commands import CCancelRQ, Message
+from ..dimse.commands import CCancelRQ, Message, encode_command
 from ..dimse.operations import OperationTable
 from ..dimse.status import is_pending
 from ..enums import AbortReason
 from ..errors import AiodimseError, AssociationTimeout, DIMSEError
-from ..pdu import PDataTF
+from ..pdu import PDataTF, pdata_fragments
 from ..ul.negotiation import Negotiated, NegotiatedContext
-from .link import Dataset, Link
+from .link import Link
 from .targets import DataTarget, MemoryTarget, NullTarget
 from .window import Window
+from .wire import UNLIMITED_ROOM, WRITE_BATCH, FileRegion, WireData, wire_images
 
 __all__ = ["Exchange", "Incoming", "Outgoing", "Performer"]
 
@@ -104,6 +105,7 @@ class Exchange:
         self._assembler: MessageAssembler | None = None
         self._invoke_slots: Window | None = None
         self._perform_slots: Window | None = None
+        self._send_lock = asyncio.Lock()
         link.upper = self
 
     # -- Upper: what the link tells us --------------------------------------------------
@@ -151,7 +153,7 @@ class Exchange:
         self,
         context: NegotiatedContext,
         build: Callable[[int], Message],
-        dataset: Dataset | None = None,
+        dataset: WireData | None = None,
         *,
         on_message_id: Callable[[int], None] | None = None,
         avoid_message_id: Callable[[int], bool] | None = None,
@@ -179,7 +181,7 @@ class Exchange:
         try:
             if on_message_id is not None:
                 on_message_id(mid)
-            await link.send_message(context.context_id, message, dataset)
+            await self.send_message(context.context_id, message, dataset)
         except BaseException:
             self._complete(op)
             raise
@@ -238,7 +240,7 @@ class Exchange:
         """Send C-CANCEL-RQ for an operation (PS3.7 9.3.2.3); its responses keep coming."""
         if op.message_id not in self._outgoing or not self.link.is_established:
             return
-        await self.link.send_message(
+        await self.send_message(
             op.context.context_id, CCancelRQ(message_id_being_responded_to=op.message_id)
         )
 
@@ -250,10 +252,74 @@ class Exchange:
         return self.link.can_send
 
     async def respond(
-        self, request: Incoming, message: Message, dataset: Dataset | None = None
+        self, request: Incoming, message: Message, dataset: WireData | None = None
     ) -> None:
         """Send a response (or a sub-operation's message) on the request's context."""
-        await self.link.send_message(request.context.context_id, message, dataset)
+        await self.send_message(request.context.context_id, message, dataset)
+
+    # -- sending DIMSE messages --------------------------------------------------------------
+
+    async def send_message(
+        self, context_id: int, message: Message, dataset: WireData | None = None
+    ) -> None:
+        """Send one DIMSE message (command, then data set if any) as P-DATA-TF PDUs.
+
+        Messages never interleave (one send lock per association). The data set may be a
+        buffer, a :class:`FileRegion` (read straight into the outgoing PDUs, never held
+        whole in memory) or an iterable of pieces. The PDUs are laid out in batches of a
+        few MiB, each written with one call, then the transport is drained. A failure
+        part-way through a message aborts the association: it cannot be reused.
+        """
+        link = self.link
+        command = encode_command(message)
+        async with self._send_lock:
+            link.check_sendable()
+            negotiated = link.negotiated
+            max_pdu = negotiated.peer_max_pdu if negotiated else 0
+            if max_pdu and max_pdu < 64:
+                max_pdu = 64
+            started = False
+            try:
+                head = b"".join(pdata_fragments(context_id, True, command, max_pdu))
+                if dataset is None:
+                    link.send_pdata(head)
+                    started = True
+                    await link.drain()
+                elif isinstance(dataset, (bytes, bytearray, memoryview, FileRegion)):
+                    # Even-sized fragments: some peers refuse odd-length data set fragments.
+                    room = (max_pdu - 6) & ~1 if max_pdu else UNLIMITED_ROOM
+                    for image in wire_images(context_id, room, head, dataset):
+                        link.send_pdata(image)
+                        started = True
+                        await link.drain()
+                else:
+                    batch: list[bytes | memoryview] = [head]
+                    size = 0
+                    pending: bytes | memoryview | None = None
+                    for piece in dataset:
+                        if pending is not None:
+                            batch.extend(
+                                pdata_fragments(context_id, False, pending, max_pdu, last=False)
+                            )
+                            size += len(pending)
+                        pending = piece
+                        if size >= WRITE_BATCH:
+                            link.send_pdata(batch)
+                            started = True
+                            batch, size = [], 0
+                            await link.drain()
+                    batch.extend(
+                        pdata_fragments(context_id, False, pending or b"", max_pdu, last=True)
+                    )
+                    link.send_pdata(batch)
+                    started = True
+                    await link.drain()
+            except BaseException:
+                if started and not link.is_closed:
+                    # Half a message is on the wire: the association is unusable now.
+                    link.abort_now("a message was interrupted part-way")
+                raise
+        link.touch()
 
     # -- receiving DIMSE messages ------------------------------------------------------------
 

@@ -2,8 +2,8 @@
 
 This is the only module that touches sockets. :class:`Link` feeds received bytes to the
 PDU reader and the state machine, carries out the machine's outputs (PDUs to send, ARTIM,
-closing), runs establishment and release, bounds every wait with a timer, and sends DIMSE
-messages as P-DATA-TF PDUs with flow control. What the P-DATA carries goes to its
+closing), runs establishment and release, bounds every wait with a timer, and writes
+P-DATA-TF PDUs with flow control. What the P-DATA carries goes to its
 :class:`Upper` (the DIMSE exchange); the link knows nothing of operations.
 """
 
@@ -13,19 +13,16 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import os
 import socket
 import ssl as _ssl
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from ..config import DEFAULT_MAX_PDU, Timeouts
-from ..dimse.commands import Message, encode_command
 from ..enums import AbortReason, AbortSource
 from ..errors import (
     AiodimseError,
     AssociationAborted,
-    AssociationError,
     AssociationRejected,
     AssociationTimeout,
     ConnectionLost,
@@ -42,7 +39,6 @@ from ..pdu import (
     PDataTF,
     PDUReader,
     decode_pdu,
-    pdata_fragments,
     pdu_summary,
 )
 from ..tls import tls_reason
@@ -61,15 +57,14 @@ from ..ul.fsm import (
     StopARTIM,
 )
 from ..ul.negotiation import NO_REASON_GIVEN, Negotiated, requestor_result
-from .wire import UNLIMITED_ROOM, WRITE_BATCH, FileRegion, wire_images
+from .reasons import connect_error, lost_message, peer_name
+from .watchdog import Watchdog
 
 __all__ = ["Link", "Upper"]
 
 log = logging.getLogger("aiodimse.association")
 
 _ids = itertools.count(1)
-
-Dataset = bytes | memoryview | FileRegion | Iterable[bytes | memoryview]
 
 
 class Upper(Protocol):
@@ -93,33 +88,10 @@ class Upper(Protocol):
         """The association has ended: fail whatever waits."""
 
 
-class _Protocol(asyncio.Protocol):
-    """Forwards transport callbacks to the link (kept apart so the link's API stays clean;
-    the link's ``_transport_*`` methods are this class's to call)."""
-
-    __slots__ = ("link",)
-
-    def __init__(self, link: Link) -> None:
-        self.link = link
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.link._transport_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        self.link._transport_data(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.link._transport_lost(exc)
-
-    def pause_writing(self) -> None:
-        self.link._transport_pause_writing()
-
-    def resume_writing(self) -> None:
-        self.link._transport_resume_writing()
-
-
-class Link:
+class Link(asyncio.Protocol):
     """One association over one transport connection, either side (see module docstring).
+
+    It is the connection's asyncio protocol (``connection_made``, ``data_received``...).
 
     Hooks for the layers above: ``upper`` receives P-DATA and lifecycle events;
     ``acceptor`` decides on an A-ASSOCIATE-RQ (acceptor side; it calls :meth:`accept` or
@@ -157,21 +129,15 @@ class Link:
         self._reader = PDUReader(max_pdata_length=max_pdu or (64 << 20))
         self._transport: asyncio.Transport | None = None
         self._artim: asyncio.TimerHandle | None = None
-        self._idle: asyncio.TimerHandle | None = None
-        # A message (or PDU) partly received: the time of its last byte, and the timer that
-        # gives up on it after the DIMSE timeout.
-        self._stall: asyncio.TimerHandle | None = None
-        self._last_activity = 0.0
-        self._last_received = 0.0
+        self._watchdog = Watchdog(self)
         self._established: asyncio.Future[Negotiated] = self.loop.create_future()
         self._closed: asyncio.Future[None] = self.loop.create_future()
         self._end_reason: AiodimseError | None = None
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
-        self._send_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.reading_paused = False
-        self._releasing = False
+        self.releasing = False
         self._released_by_peer = False
 
     # -- properties ----------------------------------------------------------------------
@@ -222,13 +188,10 @@ class Link:
 
     def protocol(self) -> asyncio.Protocol:
         """The asyncio protocol that feeds this link (for a server's protocol factory)."""
-        return _Protocol(self)
+        return self
 
     def peer_name(self) -> str:
-        address = f"{self.peer_address[0]}:{self.peer_address[1]}" if self.peer_address else ""
-        if self.peer_ae and address:
-            return f"{self.peer_ae} at {address}"
-        return self.peer_ae or address or "the peer"
+        return peer_name(self.peer_ae, self.peer_address)
 
     def closed_error(self) -> AiodimseError:
         """The error for an attempt to use the association after it ended."""
@@ -241,9 +204,9 @@ class Link:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} #{self.id} {self.local_ae}<->{self.peer_ae} {self.state}>"
 
-    # -- transport callbacks (called by _Protocol) ----------------------------------------
+    # -- asyncio.Protocol ------------------------------------------------------------------
 
-    def _transport_made(self, transport: asyncio.BaseTransport) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         sock = transport.get_extra_info("socket")
@@ -266,7 +229,7 @@ class Link:
         else:
             self._handle(Event.EVT5)
 
-    def _transport_data(self, data: bytes) -> None:
+    def data_received(self, data: bytes) -> None:
         reader = self._reader
         reader.feed(data)
         try:
@@ -283,17 +246,9 @@ class Link:
         except Exception as exc:
             log.exception("#%d internal error while receiving", self.id)
             self.abort_now(f"internal error: {exc!r}")
-        if self._idle is not None:
-            self.touch()
-        upper = self.upper
-        if (
-            self.negotiated is not None
-            and upper is not None
-            and (upper.mid_message or reader.buffered)
-        ):
-            self._watch_stall()
+        self._watchdog.received(bool(reader.buffered))
 
-    def _transport_lost(self, exc: Exception | None) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         if isinstance(exc, _ssl.SSLError):
             # PS3.15 B.9: a TLS alert or a bad record from the peer; say so, and why.
             where = f" with {self.peer_name()}" if self.peer_address or self.peer_ae else ""
@@ -305,10 +260,10 @@ class Link:
         self._wake_drain(exc or ConnectionLost("connection closed"))
         self._finish()
 
-    def _transport_pause_writing(self) -> None:
+    def pause_writing(self) -> None:
         self._write_paused = True
 
-    def _transport_resume_writing(self) -> None:
+    def resume_writing(self) -> None:
         self._write_paused = False
         self._wake_drain(None)
 
@@ -320,15 +275,6 @@ class Link:
                     w.set_result(None)
                 else:
                     w.set_exception(exc)
-
-    async def _drain(self) -> None:
-        if self._transport is None:
-            raise self.closed_error()
-        if not self._write_paused:
-            return
-        waiter = self.loop.create_future()
-        self._drain_waiters.append(waiter)
-        await waiter
 
     def pause_reading(self) -> None:
         """Stop reading the socket (the consumer of responses is behind)."""
@@ -457,18 +403,10 @@ class Link:
                 self._set_end(ConnectionLost(self._lost_message()))
 
     def _lost_message(self) -> str:
-        if self.tls_version is not None and self.negotiated is None and self._fsm.is_requestor:
-            # TLS 1.3 servers check the client certificate after our side of the handshake
-            # has completed; many (asyncio's among them) then just close the connection.
-            return (
-                f"TLS failed: {self.peer_name()} closed the connection after the TLS handshake"
-                " without answering the association request; it probably did not accept our"
-                " client certificate (or we sent none)"
-            )
-        peer = self.peer_ae or (
-            f"{self.peer_address[0]}:{self.peer_address[1]}" if self.peer_address else "the peer"
+        tls_refused = self.tls_version is not None and self.negotiated is None
+        return lost_message(
+            self.peer_ae, self.peer_address, tls_refused=tls_refused and self.is_requestor
         )
-        return f"connection to {peer} closed without a release or an abort"
 
     def _protocol_error(self, exc: PDUError | DIMSEError) -> None:
         """Bad data from the peer: A-ABORT with the reason, as PS3.8 AA-8 says."""
@@ -499,12 +437,7 @@ class Link:
         if self._closed.done():
             return
         self._stop_artim()
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
-        if self._stall is not None:
-            self._stall.cancel()
-            self._stall = None
+        self._watchdog.stop()
         reason = self.closed_error()
         if not self._established.done():
             self._established.set_exception(reason)
@@ -549,20 +482,9 @@ class Link:
             if self._fsm.allows(Event.EVT17):
                 self._handle(Event.EVT17)
             self._finish()
-            if isinstance(exc, TimeoutError):
-                raise AssociationTimeout(
-                    f"cannot connect to {host}:{port}: no answer within {self.timeouts.connect} s"
-                ) from None
-            if ssl is not None and (isinstance(exc, _ssl.SSLError) or not exc.args):
-                # PS3.15 B.9: a failed handshake says so, and why (never a bare SSLError).
-                raise AssociationError(
-                    f"TLS handshake with {host}:{port} failed: {tls_reason(exc)}"
-                ) from exc
-            if isinstance(exc, socket.gaierror) or not exc.errno or exc.errno < 0:
-                why = exc.strerror or str(exc)
-            else:
-                why = os.strerror(exc.errno)
-            raise AssociationError(f"cannot connect to {host}:{port}: {why}") from None
+            raise connect_error(exc, host, port, self.timeouts.connect, tls=ssl is not None) from (
+                exc if ssl is not None else None
+            )
         try:
             return await asyncio.wait_for(asyncio.shield(self._established), self.timeouts.acse)
         except TimeoutError:
@@ -580,8 +502,7 @@ class Link:
             log.debug("#%d negotiated with %s:\n%s", self.id, self.peer_ae, negotiated.describe())
         if not self._established.done():
             self._established.set_result(negotiated)
-        if self.timeouts.idle is not None:
-            self.touch()
+        self.touch()
 
     def accept(self, ac: AAssociateAC, negotiated: Negotiated) -> None:
         """Acceptor: answer the A-ASSOCIATE indication with this AC (PS3.8 AE-7)."""
@@ -609,7 +530,7 @@ class Link:
             self.abort_now()
             await self.wait_closed()
             return
-        self._releasing = True
+        self.releasing = True
         self._handle(Event.EVT11)
         try:
             await asyncio.wait_for(asyncio.shield(self._closed), self.timeouts.acse)
@@ -623,12 +544,15 @@ class Link:
         self.abort_now()
         await self.wait_closed()
 
-    def abort_now(self, detail: str = "") -> None:
-        """Abort without waiting (A-ABORT, service-user source); ``detail`` says why."""
+    def abort_now(self, detail: str = "", reason: AiodimseError | None = None) -> None:
+        """Abort without waiting (A-ABORT, service-user source); ``detail`` says why, and
+        ``reason`` is what users of the association are told (an AssociationAborted by
+        default)."""
         if self._closed.done():
             return
         self._set_end(
-            AssociationAborted(
+            reason
+            or AssociationAborted(
                 AbortSource.SERVICE_USER, AbortReason.REASON_NOT_SPECIFIED, detail, local=True
             )
         )
@@ -640,63 +564,16 @@ class Link:
         elif self._fsm.state != State.STA1:
             self._finish()
 
-    # -- idle timer -------------------------------------------------------------------------
+    # -- activity -------------------------------------------------------------------------
 
     def touch(self) -> None:
-        """Note activity. The idle timer is re-armed lazily from the last activity time,
-        so that this costs a clock read per received chunk, not a timer reschedule."""
-        if self.timeouts.idle is None or self._closed.done():
-            return
-        self._last_activity = self.loop.time()
-        if self._idle is None:
-            self._idle = self.loop.call_later(self.timeouts.idle, self._idle_expired)
+        """Note activity (for the idle timeout)."""
+        self._watchdog.touch()
 
-    def _idle_expired(self) -> None:
-        self._idle = None
-        idle = self.timeouts.idle
-        if idle is None or self._closed.done():
-            return
-        left = self._last_activity + idle - self.loop.time()
-        if left > 0:
-            self._idle = self.loop.call_later(left, self._idle_expired)
-            return
-        if self.upper is not None and self.upper.busy:
-            self.touch()
-            return
-        if self.is_established and not self._releasing:
-            log.info("#%d idle for %s s: releasing", self.id, idle)
-            self.spawn(self.release())
-
-    # -- partly received messages -------------------------------------------------------------
-
-    def _watch_stall(self) -> None:
-        """A message has started arriving: each further piece must come within the DIMSE
-        timeout, or the association is aborted (a silent peer must not hold it forever)."""
-        self._last_received = self.loop.time()
-        if self._stall is None and self.timeouts.dimse is not None and not self._closed.done():
-            self._stall = self.loop.call_later(self.timeouts.dimse, self._stall_expired)
-
-    def _stall_expired(self) -> None:
-        self._stall = None
-        timeout = self.timeouts.dimse
-        upper = self.upper
-        if timeout is None or self._closed.done() or upper is None or self.negotiated is None:
-            return
-        if not upper.mid_message and not self._reader.buffered:
-            return  # the message was completed; the next one re-arms the timer
-        if self.reading_paused:
-            # We stopped reading ourselves (a slow consumer): not the peer's fault.
-            self._watch_stall()
-            return
-        left = self._last_received + timeout - self.loop.time()
-        if left > 0:
-            self._stall = self.loop.call_later(left, self._stall_expired)
-            return
-        peer = self.peer_ae or "the peer"
-        detail = f"{peer} sent part of a message, then nothing for {timeout} s"
-        log.warning("#%d %s; aborting", self.id, detail)
-        self._set_end(AssociationTimeout(f"{detail}; association aborted"))
-        self.abort_now(detail)
+    @property
+    def receive_buffered(self) -> bool:
+        """Bytes of a PDU not yet complete are waiting in the receive buffer."""
+        return bool(self._reader.buffered)
 
     # -- tasks ------------------------------------------------------------------------------
 
@@ -715,78 +592,25 @@ class Link:
             log.error("#%d internal error: %r", self.id, exc, exc_info=exc)
             self.abort_now(f"internal error: {exc!r}")
 
-    # -- sending DIMSE messages --------------------------------------------------------------
+    # -- sending P-DATA ------------------------------------------------------------------
 
     def check_sendable(self) -> None:
         """Raise the association's end reason if no message can be sent any more."""
         if not self.can_send:
             raise self.closed_error()
 
-    async def send_message(
-        self,
-        context_id: int,
-        message: Message,
-        dataset: Dataset | None = None,
-    ) -> None:
-        """Send one DIMSE message (command, then data set if any) as P-DATA-TF PDUs.
-
-        Messages never interleave (one send lock per association). The data set may be a
-        buffer, a :class:`FileRegion` (read straight into the outgoing PDUs, never held
-        whole in memory) or an iterable of pieces. The PDUs are laid out in batches of a
-        few MiB, each written with one call, then the transport is drained. A failure
-        part-way through a message aborts the association: it cannot be reused.
-        """
-        command = encode_command(message)
-        async with self._send_lock:
-            self.check_sendable()
-            max_pdu = self.negotiated.peer_max_pdu if self.negotiated else 0
-            if max_pdu and max_pdu < 64:
-                max_pdu = 64
-            started = False
-            try:
-                head = b"".join(pdata_fragments(context_id, True, command, max_pdu))
-                if dataset is None:
-                    self._send_pdata(head)
-                    started = True
-                    await self._drain()
-                elif isinstance(dataset, (bytes, bytearray, memoryview, FileRegion)):
-                    # Even-sized fragments: some peers refuse odd-length data set fragments.
-                    room = (max_pdu - 6) & ~1 if max_pdu else UNLIMITED_ROOM
-                    for image in wire_images(context_id, room, head, dataset):
-                        self._send_pdata(image)
-                        started = True
-                        await self._drain()
-                else:
-                    batch: list[bytes | memoryview] = [head]
-                    size = 0
-                    pending: bytes | memoryview | None = None
-                    for piece in dataset:
-                        if pending is not None:
-                            batch.extend(
-                                pdata_fragments(context_id, False, pending, max_pdu, last=False)
-                            )
-                            size += len(pending)
-                        pending = piece
-                        if size >= WRITE_BATCH:
-                            self._send_pdata(batch)
-                            started = True
-                            batch, size = [], 0
-                            await self._drain()
-                    batch.extend(
-                        pdata_fragments(context_id, False, pending or b"", max_pdu, last=True)
-                    )
-                    self._send_pdata(batch)
-                    started = True
-                    await self._drain()
-            except BaseException:
-                if started and not self._closed.done():
-                    # Half a message is on the wire: the association is unusable now.
-                    self.abort_now("a message was interrupted part-way")
-                raise
-        if self._idle is not None:
-            self.touch()
-
-    def _send_pdata(self, buffers: bytes | bytearray | list[bytes | memoryview]) -> None:
+    def send_pdata(self, buffers: bytes | bytearray | list[bytes | memoryview]) -> None:
+        """Write laid-out P-DATA-TF PDUs: the whole batch is one P-DATA request primitive
+        (Evt9), one state check and one write."""
         self.check_sendable()
-        # The whole batch is one P-DATA request primitive (Evt9): one state check, one write.
         self._handle(Event.EVT9, buffers)
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer is below its high-water mark."""
+        if self._transport is None:
+            raise self.closed_error()
+        if not self._write_paused:
+            return
+        waiter = self.loop.create_future()
+        self._drain_waiters.append(waiter)
+        await waiter

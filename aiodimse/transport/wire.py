@@ -8,12 +8,12 @@ right behind it, so the bytes are copied once on their way to the socket.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ..pdu import encode_pdata_header
 
-__all__ = ["UNLIMITED_ROOM", "WRITE_BATCH", "FileRegion", "wire_images"]
+__all__ = ["UNLIMITED_ROOM", "WRITE_BATCH", "FileRegion", "WireData", "wire_images"]
 
 #: Bytes written per batch before awaiting the transport's drain.
 WRITE_BATCH = 4 * 1024 * 1024
@@ -36,6 +36,10 @@ class FileRegion:
     @property
     def size(self) -> int:
         return self.length + (1 if self.pad else 0)
+
+
+#: A data set to send: a buffer, a file region, or an iterable of pieces.
+WireData = bytes | bytearray | memoryview | FileRegion | Iterable[bytes | memoryview]
 
 
 def wire_images(
