@@ -25,7 +25,7 @@ from . import __version__, contexts
 from .association import connect
 from .config import Timeouts
 from .dicomfile import NotDicomError, read_part10
-from .errors import AiodimseError, StatusError
+from .errors import AiodimseError, StatusError, check_ae_title
 from .query import parse_key
 from .server import StorageServer
 from .sinks import DirectorySink
@@ -75,9 +75,10 @@ class UsageError(Exception):
 
 
 def _ae(value: str) -> str:
-    if not value.strip() or len(value) > 16 or "\\" in value:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an AE title (1-16 characters)")
-    return value
+    try:
+        return check_ae_title(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _port(value: str) -> int:

@@ -139,6 +139,11 @@ class Server:
             return int(self._server.sockets[0].getsockname()[1])
         return self._port
 
+    @property
+    def sockets(self) -> tuple[Any, ...]:
+        """The listening sockets (as ``asyncio.Server.sockets``); empty until started."""
+        return tuple(self._server.sockets) if self._server is not None else ()
+
     def is_serving(self) -> bool:
         """Whether the server is accepting connections (as ``asyncio.Server.is_serving``)."""
         return self._server is not None and self._server.is_serving()

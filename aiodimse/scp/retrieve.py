@@ -44,7 +44,7 @@ from ..errors import AiodimseError, AssociationError, NegotiationError, StatusEr
 from ..requests import RetrieveRequest
 from ..transport.exchange import Incoming
 from ..ul.negotiation import ContextRequest
-from .hooks import aiter_results, handler_hook
+from .hooks import aiter_results, call_hook, handler_hook
 
 __all__ = ["OpenAssociation", "Provider", "Storer", "serve_retrieve"]
 
@@ -147,7 +147,7 @@ async def serve_retrieve(provider: Provider, inc: Incoming, message: CGetRQ | CM
     destination_address: tuple[str, int] | None = None
     if is_move:
         assert isinstance(message, CMoveRQ)
-        destination_address = _resolve_destination(provider, message.move_destination)
+        destination_address = await _resolve_destination(provider, message.move_destination)
         if destination_address is None:
             log.warning(
                 "#%d C-MOVE to unknown destination %r from %s",
@@ -350,12 +350,12 @@ def _describe(item: Any) -> tuple[str, str] | None:
     return info.sop_class_uid, info.transfer_syntax_uid
 
 
-def _resolve_destination(provider: Provider, ae: str) -> tuple[str, int] | None:
+async def _resolve_destination(provider: Provider, ae: str) -> tuple[str, int] | None:
     """Where the C-MOVE destination ``ae`` is: the handler's ``resolve_destination`` hook
-    first, then the server's ``destinations`` table."""
+    (sync or async) first, then the server's ``destinations`` table."""
     resolver = handler_hook(provider.handler, "resolve_destination")
     if resolver is not None:
-        found = resolver(ae)
+        found = await call_hook(resolver(ae))
         if found is not None:
             return (str(found[0]), int(found[1]))
     key = ae.strip()

@@ -23,6 +23,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ..errors import check_ae_title
+
 __all__ = [
     "DCMTK_BIN",
     "LOOPBACK",
@@ -377,9 +379,7 @@ def dcmqrscp_config(
 
 
 def _check_aet(aet: str) -> str:
-    # PS3.5 Table 6.2-1 (AE): at most 16 characters, no backslash or control characters.
-    if not aet or len(aet) > 16 or not aet.isascii() or not aet.isprintable() or "\\" in aet:
-        raise ValueError(f"not a usable AE title: {aet!r}")
+    check_ae_title(aet)
     if any(ch in aet for ch in " ,()=\"'#"):
         raise ValueError(f"AE title {aet!r} cannot be written into a dcmqrscp config")
     return aet
