@@ -167,6 +167,14 @@ class StatusError(AiodimseError):
         super().__init__(msg)
 
 
+class IncompleteRetrieval(StatusError):
+    """A C-GET or C-MOVE whose final status is not a failure, but that did not bring
+    everything: some sub-operations failed, or (C-MOVE into a receiver) instances the SCP
+    reported completed never arrived. ``result`` is the RetrieveResult."""
+
+    result: object = None
+
+
 def check_status(code: int, service: str | None = None, detail: str = "") -> None:
     """Raise :class:`StatusError` when ``code`` is a failure or a cancel."""
     info = status_info(code, service)

@@ -115,14 +115,35 @@ class RetrieveResult(OperationResult):
     failed_instances: list[str] = field(default_factory=list)
     #: Instances received for this retrieval (C-GET always; C-MOVE with ``receiver=``).
     instances: list[StoredInstance] = field(default_factory=list)
+    #: C-MOVE with ``receiver=``: sub-operations the SCP reported completed (or warning)
+    #: whose instance never arrived at the receiver.
+    undelivered: int = 0
 
     @property
     def ok(self) -> bool:
-        """Success, with every sub-operation completed."""
-        return self.status.category is StatusCategory.SUCCESS and not self.failed
+        """Success, with every sub-operation completed and (for a C-MOVE into a receiver)
+        every completed instance arrived."""
+        return (
+            self.status.category is StatusCategory.SUCCESS
+            and not self.failed
+            and not self.undelivered
+        )
+
+    @property
+    def complete(self) -> bool:
+        """Nothing failed and nothing went missing (a warning status may still apply)."""
+        return (
+            self.status.category in (StatusCategory.SUCCESS, StatusCategory.WARNING)
+            and not self.failed
+            and not self.undelivered
+            and not self.remaining
+        )
 
     def __str__(self) -> str:
-        return (
+        text = (
             f"{self.status}: {self.completed} completed, {self.failed} failed, "
             f"{self.warning} warning"
         )
+        if self.undelivered:
+            text += f", {self.undelivered} reported completed but never arrived"
+        return text

@@ -298,7 +298,14 @@ async def test_destination_refusing_some_instances_gives_warning_with_their_uids
         ) as (qr, _),
         aiodimse.connect(LOCAL, qr.port, called_ae="QR", timeouts=QUICK) as assoc,
     ):
-        result = await assoc.move(_study_query(study[0]), "PICKY")
+        # B000 is not a failure status, but the move did not bring everything: by default
+        # that raises, and the error carries the result.
+        with pytest.raises(aiodimse.IncompleteRetrieval) as info:
+            await assoc.move(_study_query(study[0]), "PICKY")
+        result = info.value.result
+        assert isinstance(result, aiodimse.RetrieveResult)
+        assert info.value.status == SOME_FAILED and refused in str(info.value)
+        assert (await assoc.move(_study_query(study[0]), "PICKY", check=False)).failed == 1
         assert result.status.code == SOME_FAILED
         assert (result.completed, result.failed, result.warning) == (2, 1, 0)
         assert result.failed_instances == [refused]
@@ -448,11 +455,17 @@ async def test_sub_operation_failures_are_counted_and_named(
         ) as assoc,
     ):
         query = _study_query(study[0])
+        retrieval: Retrieval
         if service == "get":
             sink = DirectorySink(tmp_path / "dest")
-            result = await assoc.get(query, receiver=sink, on_progress=progress.append)
+            retrieval = assoc.get(query, receiver=sink, on_progress=progress.append)
         else:
-            result = await assoc.move(query, "DEST", receiver=scp, on_progress=progress.append)
+            retrieval = assoc.move(query, "DEST", receiver=scp, on_progress=progress.append)
+        with pytest.raises(aiodimse.IncompleteRetrieval) as info:
+            await retrieval
+        assert "3 completed, 5 failed, 0 warning" in str(info.value)
+        result = retrieval.result
+        assert result is not None and info.value.result is result
         assert result.status.code == SOME_FAILED
         assert (result.completed, result.failed, result.warning) == (3, 5, 0)
         assert set(result.failed_instances) == {
@@ -903,3 +916,63 @@ async def test_get_and_move_at_once_on_one_association(
     assert {i.sop_instance_uid for i in moved.instances} == _uids(ten_studies[9])
     assert received(tmp_path / "got") == originals(ten_studies[8])
     assert received(tmp_path / "moved") == originals(ten_studies[9])
+
+
+# -- nothing reported done that is not ------------------------------------------------------
+
+
+async def test_a_move_whose_instances_never_arrive_is_not_ok(
+    ten_studies: list[list[Path]], tmp_path: Path
+) -> None:
+    """The SCP reports 3 completed but sends them to another server known as "DEST": the
+    move into our receiver is not ok, says how many never arrived, and raises by default."""
+    study = ten_studies[6]
+    archive = FileArchive(study)
+    async with (
+        aiodimse.StorageServer(tmp_path / "elsewhere", LOCAL, 0, ae_title="DEST") as elsewhere,
+        aiodimse.StorageServer(tmp_path / "ours", LOCAL, 0, ae_title="DEST") as ours,
+        aiodimse.Server(
+            archive, LOCAL, 0, ae_title="QR", destinations={"DEST": (LOCAL, elsewhere.port)}
+        ) as qr,
+        aiodimse.connect(LOCAL, qr.port, called_ae="QR", timeouts=QUICK) as assoc,
+    ):
+        query = _study_query(study[0])
+        result = await assoc.move(query, "DEST", receiver=ours, check=False, arrival_timeout=0.5)
+        assert (result.completed, result.failed, result.undelivered) == (3, 0, 3)
+        assert result.status.code == 0 and not result.ok and not result.complete
+        assert result.instances == []
+        assert "3 reported completed but never arrived" in str(result)
+        with pytest.raises(aiodimse.IncompleteRetrieval) as info:
+            await assoc.move(query, "DEST", receiver=ours, arrival_timeout=0.5)
+        assert "3 of 3 reported completed never arrived here (0 did)" in str(info.value)
+    assert len(list((tmp_path / "elsewhere").glob("*.dcm"))) == 3
+
+
+async def test_partial_get_failures_raise_at_the_end_of_iteration(
+    ten_studies: list[list[Path]], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``async for instance in assoc.get(...)`` with sub-operations failing (B000): every
+    instance that came is yielded, then the iteration ends with IncompleteRetrieval naming
+    the failed instances, and the client logs a warning."""
+    study = ten_studies[7]
+    missing = tmp_path / "gone.dcm"
+    archive = FileArchive(study, extra=[IndexEntry(missing, "1.2.826.0.1.3680043.2.1143.77")])
+    async with (
+        aiodimse.Server(archive, LOCAL, 0, ae_title="QR") as qr,
+        aiodimse.connect(
+            LOCAL, qr.port, called_ae="QR", contexts=contexts.for_get(), timeouts=QUICK
+        ) as assoc,
+    ):
+        seen: list[StoredInstance] = []
+        with caplog.at_level("WARNING", logger="aiodimse.retrieve"):
+            with pytest.raises(aiodimse.IncompleteRetrieval) as info:
+                async for instance in assoc.get(_study_query(study[0])):
+                    seen.append(instance)
+        assert len(seen) == 3
+        assert "1.2.826.0.1.3680043.2.1143.77" in str(info.value)
+        assert "3 completed, 1 failed" in str(info.value)
+        assert any(
+            "C-GET from QR" in r.getMessage() and "1 failed" in r.getMessage()
+            for r in caplog.records
+            if r.levelname == "WARNING"
+        )

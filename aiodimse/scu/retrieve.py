@@ -21,8 +21,8 @@ from pydicom import Dataset
 
 from ..dicomfile import decode_dataset, encode_dataset
 from ..dimse.commands import CGetRQ, CMoveRQ, Message, Priority
-from ..dimse.status import status_info
-from ..errors import NegotiationError, check_ae_title
+from ..dimse.status import StatusCategory, status_info
+from ..errors import IncompleteRetrieval, NegotiationError, StatusError, check_ae_title
 from ..query import model_uid, to_dataset
 from ..results import Progress, RetrieveResult, StoredInstance
 from ..sinks import MemorySink, MoveReceiver, MoveTracker, Sink, StorageHandler
@@ -261,7 +261,9 @@ class RetrieveUser:
                 message, data = await core.drive(start, self._pending(core, on_progress))
                 result = self._result(core, message, data, syntax)
                 if tracker is not None:
-                    await tracker.wait_for(result.completed + result.warning, arrival_timeout)
+                    expected = result.completed + result.warning
+                    await tracker.wait_for(expected, arrival_timeout)
+                    result.undelivered = max(0, expected - len(tracker.instances))
             finally:
                 if tracker is not None:
                     tracker.close()
@@ -292,9 +294,37 @@ def _finish(
     what: str,
 ) -> RetrieveResult:
     core.result = result
-    log.info("%s: %s", what, result)
+    incomplete = _incomplete(result, message, core.service)
+    log.log(logging.WARNING if incomplete else logging.INFO, "%s: %s", what, result)
     if check:
         error = failure_error(result, message, core.service)
         if error is not None:
             raise error
+        if incomplete is not None:
+            raise incomplete
     return result
+
+
+def _incomplete(result: RetrieveResult, message: Message, service: str) -> StatusError | None:
+    """The error for a retrieval that ended without a failure status but did not bring
+    everything (sub-operations failed, or reported instances never arrived)."""
+    if result.status.category not in (StatusCategory.SUCCESS, StatusCategory.WARNING):
+        return None
+    if not result.failed and not result.undelivered:
+        return None
+    parts = [f"{result.completed} completed, {result.failed} failed, {result.warning} warning"]
+    comment = str(getattr(message, "error_comment", None) or "").strip()
+    if comment:
+        parts.insert(0, comment)
+    if result.failed_instances:
+        shown = ", ".join(result.failed_instances[:3])
+        more = len(result.failed_instances) - 3
+        parts.append(f"failed: {shown}" + (f" and {more} more" if more > 0 else ""))
+    if result.undelivered:
+        parts.append(
+            f"{result.undelivered} of {result.completed + result.warning} reported completed"
+            f" never arrived here ({len(result.instances)} did)"
+        )
+    error = IncompleteRetrieval(result.status.code, result.status.name, "; ".join(parts), service)
+    error.result = result
+    return error
