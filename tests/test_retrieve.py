@@ -964,10 +964,12 @@ async def test_partial_get_failures_raise_at_the_end_of_iteration(
         ) as assoc,
     ):
         seen: list[StoredInstance] = []
-        with caplog.at_level("WARNING", logger="aiodimse.retrieve"):
-            with pytest.raises(aiodimse.IncompleteRetrieval) as info:
-                async for instance in assoc.get(_study_query(study[0])):
-                    seen.append(instance)
+        with (
+            caplog.at_level("WARNING", logger="aiodimse.retrieve"),
+            pytest.raises(aiodimse.IncompleteRetrieval) as info,
+        ):
+            async for instance in assoc.get(_study_query(study[0])):
+                seen.append(instance)
         assert len(seen) == 3
         assert "1.2.826.0.1.3680043.2.1143.77" in str(info.value)
         assert "3 completed, 1 failed" in str(info.value)

@@ -127,24 +127,47 @@ class ServiceProvider:
         """Send a response to ``inc`` on its presentation context."""
         await self.exchange.respond(inc, response, dataset)
 
+    @property
+    def can_respond(self) -> bool:
+        """Whether a response can still be sent on this association."""
+        return self.exchange.can_respond
+
     async def run_handler(
-        self, call: Awaitable[Any] | Any, failure: int, service: str
+        self, call: Awaitable[Any] | Any, failure: int, service: str, inc: Incoming
     ) -> tuple[int, str | None]:
         """Await a handler's result: (status, error comment)."""
         try:
             result = await call_hook(call)
             status = SUCCESS if result is None else int(result)
-        except StatusError as exc:
-            return exc.status, exc.detail or None
         except Exception as exc:
-            if isinstance(exc, AssociationError) and not self.exchange.can_respond:
-                raise  # our association ended: there is nobody to answer
-            log.exception("#%d %s handler failed", self.id, service)
-            return failure, f"{type(exc).__name__}: {exc}"[:64]
+            return self.handler_failed(exc, failure, service, inc)
         return status, None
 
+    def handler_failed(
+        self, exc: Exception, failure: int, service: str, inc: Incoming
+    ) -> tuple[int, str | None]:
+        """The (status, comment) answering a handler that raised: a StatusError's own
+        status, else ``failure`` (logged at WARNING with the association and Message ID).
+        Re-raises only when the association is gone and nobody can be answered."""
+        if isinstance(exc, StatusError):
+            return exc.status, exc.detail or None
+        if isinstance(exc, AssociationError) and not self.can_respond:
+            raise exc  # our association ended: there is nobody to answer
+        log.warning(
+            "#%d %s message %d from %s: the handler failed: %s: %s",
+            self.id,
+            service,
+            inc.message_id,
+            self.peer_ae,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
+        return failure, f"{type(exc).__name__}: {exc}"[:64]
+
     def decode_identifier(self, inc: Incoming) -> Dataset:
-        """The request's identifier (empty when it carried none); raises if undecodable."""
+        """The request's identifier (empty when it carried none), every element decoded
+        (so that a bad one fails here, not in a handler); raises if undecodable."""
         target = inc.take_target()
         data = target.getvalue() if isinstance(target, MemoryTarget) else None
         if target is not None:
@@ -152,7 +175,10 @@ class ServiceProvider:
         if data is None:
             return Dataset()
         assert inc.context.transfer_syntax is not None
-        return decode_dataset(data, inc.context.transfer_syntax)
+        identifier = decode_dataset(data, inc.context.transfer_syntax)
+        for _ in identifier.iterall():
+            pass  # pydicom converts lazily: an unknown VR or bad value raises now
+        return identifier
 
     # -- Performer ---------------------------------------------------------------------------
 
@@ -204,7 +230,9 @@ class ServiceProvider:
         status, comment = SUCCESS, None
         if handler is not None:
             request = Request(self.owner, inc.context, message, inc)
-            status, comment = await self.run_handler(handler(request), PROCESSING_FAILURE, "C-ECHO")
+            status, comment = await self.run_handler(
+                handler(request), PROCESSING_FAILURE, "C-ECHO", inc
+            )
         await self.answer(
             inc,
             CEchoRSP(
@@ -240,6 +268,7 @@ class ServiceProvider:
                     target.commit(),  # type: ignore[attr-defined]
                     OUT_OF_RESOURCES,
                     "C-STORE",
+                    inc,
                 )
             finally:
                 if not is_completed(status):
@@ -258,7 +287,7 @@ class ServiceProvider:
                     target if isinstance(target, MemoryTarget) else None,
                 )
                 status, comment = await self.run_handler(
-                    handler(request), PROCESSING_FAILURE, "C-STORE"
+                    handler(request), PROCESSING_FAILURE, "C-STORE", inc
                 )
             if target is not None:
                 target.discard()
@@ -342,17 +371,12 @@ class ServiceProvider:
                 else:
                     if inc.cancelled.is_set():
                         status = CANCEL
-            except StatusError as exc:
-                status, comment = exc.status, exc.detail or None
             except Exception as exc:
-                if isinstance(exc, AssociationError) and not self.exchange.can_respond:
-                    raise  # our association ended: there is nobody to answer
-                log.exception("#%d C-FIND handler failed", self.id)
-                status, comment = UNABLE_TO_PROCESS, f"{type(exc).__name__}: {exc}"[:64]
+                status, comment = self.handler_failed(exc, UNABLE_TO_PROCESS, "C-FIND", inc)
         log.info(
             "#%d C-FIND %s level from %s: %d matches, %s",
             self.id,
-            str(identifier.get("QueryRetrieveLevel", "?")).strip() if identifier else "?",
+            _level_of(identifier),
             self.peer_ae,
             sent,
             status_info(status, "C-FIND").name,
@@ -366,3 +390,11 @@ class ServiceProvider:
                 error_comment=comment,
             ),
         )
+
+
+def _level_of(identifier: Dataset | None) -> str:
+    """The Query/Retrieve Level of an identifier for a log line, "?" if it has none."""
+    try:
+        return str(identifier.get("QueryRetrieveLevel", "?")).strip() if identifier else "?"
+    except Exception:
+        return "?"

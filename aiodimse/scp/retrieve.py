@@ -40,7 +40,7 @@ from ..dimse.status import (
     StatusInfo,
     is_pending,
 )
-from ..errors import AiodimseError, AssociationError, NegotiationError, StatusError
+from ..errors import AiodimseError, AssociationError, NegotiationError
 from ..requests import RetrieveRequest
 from ..transport.exchange import Incoming
 from ..ul.negotiation import ContextRequest
@@ -90,6 +90,10 @@ class Provider(Protocol):
     async def answer(self, inc: Incoming, response: Any, dataset: bytes | None = None) -> None: ...
 
     def decode_identifier(self, inc: Incoming) -> Dataset: ...
+
+    def handler_failed(
+        self, exc: Exception, failure: int, service: str, inc: Incoming
+    ) -> tuple[int, str | None]: ...
 
 
 async def serve_retrieve(provider: Provider, inc: Incoming, message: CGetRQ | CMoveRQ) -> None:
@@ -175,14 +179,9 @@ async def serve_retrieve(provider: Provider, inc: Incoming, message: CGetRQ | CM
     )
     try:
         found = [item async for item in aiter_results(handler(request))]
-    except StatusError as exc:
-        await respond(exc.status, None, 0, 0, 0, comment=exc.detail or None)
-        return
-    except AiodimseError:
-        raise
     except Exception as exc:
-        log.exception("#%d %s handler failed", provider.id, service)
-        await respond(UNABLE_TO_PROCESS, None, 0, 0, 0, comment=f"{exc}"[:64])
+        code, comment = provider.handler_failed(exc, UNABLE_TO_PROCESS, service, inc)
+        await respond(code, None, 0, 0, 0, comment=comment)
         return
 
     total = len(found)
