@@ -7,7 +7,7 @@ when it meets them.
 
 from __future__ import annotations
 
-from .dimse.status import StatusCategory, status_info
+from .dimse.status import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, StatusCategory, status_info
 from .enums import (
     ABORT_REASON_NAMES,
     SOURCE_NAMES,
@@ -173,6 +173,18 @@ class IncompleteRetrieval(StatusError):
     reported completed never arrived. ``result`` is the RetrieveResult."""
 
     result: object = None
+
+
+def store_error_status(exc: BaseException) -> int:
+    """The C-STORE status for a local failure to store an instance (PS3.4 B.2.3): A700
+    (Refused: out of resources; the sender may retry) when we ran out of something, C000
+    (Error: cannot understand; a retry cannot help) when the data set itself is the
+    problem. Any OSError (no file descriptor, disk full, permissions) is ours: A700."""
+    if isinstance(exc, StatusError):
+        return exc.status
+    if isinstance(exc, (OSError, MemoryError)):
+        return OUT_OF_RESOURCES
+    return CANNOT_UNDERSTAND
 
 
 def check_status(code: int, service: str | None = None, detail: str = "") -> None:

@@ -409,3 +409,69 @@ def test_directly_encoded_responses_decode_like_the_dataset_ones(
             for elem in reference:
                 assert decoded[elem.tag].VR == elem.VR or ts.is_implicit_vr
                 assert str(decoded[elem.tag].value or "") == str(elem.value or ""), elem.keyword
+
+
+@pytest.mark.parametrize(
+    ("failure", "expected"),
+    [
+        # The data set cannot be read: the sender's problem, a retry cannot help (C000).
+        (ValueError("a mangled element"), 0xC000),
+        (NotImplementedError("Unknown Value Representation 'ZZ'"), 0xC000),
+        # We ran out of file descriptors reading it: ours, the sender may retry (A700).
+        (OSError(24, "Too many open files"), 0xA700),
+        (MemoryError(), 0xA700),
+    ],
+    ids=["mangled element", "unknown VR", "no file descriptor", "no memory"],
+)
+async def test_store_failures_get_the_status_that_says_whose_they_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: BaseException, expected: int
+) -> None:
+    """PS3.4 B.2.3: A700 (Refused: out of resources) tells the sender to try again later,
+    C000 (Error: cannot understand) that the data set itself is at fault."""
+    import aiodimse.archive.scp as archive_scp
+
+    def fails(path: Any) -> Any:
+        raise failure
+
+    async with ArchiveServer(tmp_path / "arch", port=0, host=HOST) as server:
+        monkeypatch.setattr(archive_scp, "read_header", fails)
+        async with connect(server) as assoc:
+            status = await assoc.store(instance(sop="x"), check=False)
+        assert status.code == expected
+        assert _files(server.archive.root) == [] and server.archive.count() == 0
+    server.archive.close()
+
+
+async def test_a_writer_that_cannot_be_opened_for_lack_of_descriptors_is_a700(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import aiodimse.sinks as sinks
+
+    def no_descriptors(*args: Any, **kwargs: Any) -> int:
+        raise OSError(24, "Too many open files")
+
+    async with ArchiveServer(tmp_path / "arch", port=0, host=HOST) as server:
+        monkeypatch.setattr(sinks.os, "open", no_descriptors)
+        async with connect(server) as assoc:
+            status = await assoc.store(instance(sop="y"), check=False)
+        monkeypatch.undo()
+        assert status.code == 0xA700
+    server.archive.close()
+
+
+async def test_a_data_set_the_index_cannot_take_apart_is_c000(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading the header succeeded but an element in it cannot be made sense of."""
+    import aiodimse.archive.scp as archive_scp
+
+    def mangled(cls: Any, header: Any, transfer_syntax: str) -> Any:
+        raise ValueError("invalid value in (0010,0030)")
+
+    async with ArchiveServer(tmp_path / "arch", port=0, host=HOST) as server:
+        monkeypatch.setattr(archive_scp.Record, "from_header", classmethod(mangled))
+        async with connect(server) as assoc:
+            status = await assoc.store(instance(sop="z"), check=False)
+        assert status.code == 0xC000
+        assert _files(server.archive.root) == []
+    server.archive.close()

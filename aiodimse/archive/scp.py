@@ -32,7 +32,7 @@ from pydicom.tag import BaseTag
 from .. import uids
 from ..config import DEFAULT_HOST
 from ..dimse.status import CANNOT_UNDERSTAND, IDENTIFIER_DOES_NOT_MATCH, OUT_OF_RESOURCES
-from ..errors import StatusError
+from ..errors import StatusError, store_error_status
 from ..query import to_dataset
 from ..requests import FindRequest, RetrieveRequest, StoreRequest
 from ..server import Server
@@ -115,11 +115,15 @@ class _ArchiveWriter(FileWriter):
         uid = self.request.sop_instance_uid
         try:
             header, _ = read_header(self.tmp)
+            record = Record.from_header(header, self.request.transfer_syntax)
         except Exception as exc:
+            # A data set we cannot read is the sender's problem (C000); running out of
+            # file descriptors or memory while reading it is ours (A700).
             raise StatusError(
-                CANNOT_UNDERSTAND, detail=f"cannot read the data set: {exc}"[:64], service="C-STORE"
+                store_error_status(exc),
+                detail=f"cannot read the data set: {exc}"[:64],
+                service="C-STORE",
             ) from None
-        record = Record.from_header(header, self.request.transfer_syntax)
         problem = record.problem()
         if problem is None and record.sop_instance_uid != uid:
             problem = "the data set's SOP Instance UID is not the command's"

@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from pydicom import Dataset
@@ -62,7 +62,7 @@ from ..dimse.status import (
     is_completed,
     status_info,
 )
-from ..errors import AssociationError, StatusError
+from ..errors import AssociationError, StatusError, store_error_status
 from ..requests import FindRequest, Request, StoreRequest
 from ..transport.exchange import Exchange, Incoming
 from ..transport.targets import DataTarget, MemoryTarget, NullTarget
@@ -133,7 +133,11 @@ class ServiceProvider:
         return self.exchange.can_respond
 
     async def run_handler(
-        self, call: Awaitable[Any] | Any, failure: int, service: str, inc: Incoming
+        self,
+        call: Awaitable[Any] | Any,
+        failure: int | Callable[[Exception], int],
+        service: str,
+        inc: Incoming,
     ) -> tuple[int, str | None]:
         """Await a handler's result: (status, error comment)."""
         try:
@@ -144,10 +148,15 @@ class ServiceProvider:
         return status, None
 
     def handler_failed(
-        self, exc: Exception, failure: int, service: str, inc: Incoming
+        self,
+        exc: Exception,
+        failure: int | Callable[[Exception], int],
+        service: str,
+        inc: Incoming,
     ) -> tuple[int, str | None]:
         """The (status, comment) answering a handler that raised: a StatusError's own
-        status, else ``failure`` (logged at WARNING with the association and Message ID).
+        status, else ``failure`` (or ``failure(exc)``), logged at WARNING with the
+        association and Message ID.
         Re-raises only when the association is gone and nobody can be answered."""
         if isinstance(exc, StatusError):
             return exc.status, exc.detail or None
@@ -163,7 +172,8 @@ class ServiceProvider:
             exc,
             exc_info=exc,
         )
-        return failure, f"{type(exc).__name__}: {exc}"[:64]
+        status = failure(exc) if callable(failure) else failure
+        return status, f"{type(exc).__name__}: {exc}"[:64]
 
     def decode_identifier(self, inc: Incoming) -> Dataset:
         """The request's identifier (empty when it carried none), every element decoded
@@ -261,12 +271,13 @@ class ServiceProvider:
         elif isinstance(inc.error, StatusError):
             status, comment = inc.error.status, inc.error.detail or None
         elif inc.error is not None:
-            status, comment = OUT_OF_RESOURCES, f"cannot store: {inc.error}"[:64]
+            status = store_error_status(inc.error)
+            comment = f"cannot store: {inc.error}"[:64]
         elif target is not None and not isinstance(target, (MemoryTarget, NullTarget)):
             try:
                 status, comment = await self.run_handler(
                     target.commit(),  # type: ignore[attr-defined]
-                    OUT_OF_RESOURCES,
+                    store_error_status,
                     "C-STORE",
                     inc,
                 )
