@@ -23,7 +23,7 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag
 
 from . import __version__, contexts
 from .association import connect
-from .config import Timeouts
+from .config import DEFAULT_HOST, Timeouts
 from .dicomfile import NotDicomError, read_part10
 from .errors import AiodimseError, StatusError, check_ae_title
 from .query import parse_key
@@ -178,13 +178,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--port", dest="listen_port", type=_port, help="receive the instances on this port"
     )
+    p.add_argument(
+        "--host",
+        dest="listen_host",
+        default=DEFAULT_HOST,
+        help=f"address to receive them on, with --port (default {DEFAULT_HOST};"
+        " 0.0.0.0 for every interface)",
+    )
     p.add_argument("--out", "-od", type=Path, help="folder for received instances (with --port)")
 
     p = sub.add_parser("storescp", help="a storage SCP writing Part 10 files (like storescp)")
     p.add_argument("--port", type=_port, required=True, help="port to listen on")
     p.add_argument("--out", "-od", type=Path, required=True, help="output folder")
     p.add_argument("--aet", type=_ae, default="STORESCP", help="our AE title")
-    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default all)")
+    p.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"address to listen on (default {DEFAULT_HOST}; 0.0.0.0 for every interface)",
+    )
     p.add_argument("--fsync", action="store_true", help="flush each file to disk before Success")
     _common(p)
 
@@ -192,7 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, default=None, help="port to listen on (default 11112)")
     p.add_argument("--storage", type=Path, default=None, help="archive folder")
     p.add_argument("--aet", type=_ae, default=None, help="our AE title (default QRSCP)")
-    p.add_argument("--host", default=None, help="address to listen on (default all)")
+    p.add_argument(
+        "--host",
+        default=None,
+        help=f"address to listen on (default {DEFAULT_HOST}; 0.0.0.0 for every interface)",
+    )
     p.add_argument(
         "--dest",
         action="append",
@@ -347,7 +362,7 @@ async def cmd_echo(args: argparse.Namespace) -> int:
 async def cmd_store(args: argparse.Namespace) -> int:
     files: list[Path] = []
     skipped: list[str] = []
-    missing = 0
+    missing = unreadable = 0
     for path in iter_files(args.paths, args.recursive):
         if not path.exists():
             print(f"aiodimse store: {path}: no such file", file=sys.stderr)
@@ -361,14 +376,16 @@ async def cmd_store(args: argparse.Namespace) -> int:
             continue
         except OSError as exc:
             print(f"aiodimse store: {path}: {exc.strerror or exc}", file=sys.stderr)
-            missing += 1
+            unreadable += 1
             continue
         files.append(path)
     if not files:
-        print(
-            f"aiodimse store: nothing to send ({len(skipped)} non-DICOM, {missing} unreadable)",
-            file=sys.stderr,
-        )
+        # Each missing or unreadable file has had its line; say only what else happened.
+        if skipped:
+            print(
+                f"aiodimse store: nothing to send ({len(skipped)} non-DICOM skipped)",
+                file=sys.stderr,
+            )
         return EXIT_FAILED
     try:
         proposal = contexts.for_files(files)
@@ -394,8 +411,9 @@ async def cmd_store(args: argparse.Namespace) -> int:
     print(
         f"sent {sent}, failed {failed}, skipped {len(skipped)} non-DICOM"
         + (f", {missing} missing" if missing else "")
+        + (f", {unreadable} unreadable" if unreadable else "")
     )
-    return EXIT_OK if failed == 0 and missing == 0 else EXIT_FAILED
+    return EXIT_OK if failed == 0 and missing == 0 and unreadable == 0 else EXIT_FAILED
 
 
 async def cmd_find(args: argparse.Namespace) -> int:
@@ -439,8 +457,7 @@ async def cmd_move(args: argparse.Namespace) -> int:
     if args.listen_port is not None:
         if args.out is None:
             raise UsageError("--port needs --out, the folder for the received instances")
-        # Listens on every interface: the SCP that sends the instances is usually elsewhere.
-        scp = StorageServer(args.out, "0.0.0.0", args.listen_port, ae_title=destination)
+        scp = StorageServer(args.out, args.listen_host, args.listen_port, ae_title=destination)
         await scp.start()
     elif args.out is not None:
         raise UsageError("--out is only used with --port (receiving the instances ourselves)")
@@ -507,7 +524,7 @@ def load_qrscp_config(args: argparse.Namespace) -> dict[str, Any]:
         "port": 11112,
         "storage": None,
         "aet": "QRSCP",
-        "host": "0.0.0.0",
+        "host": DEFAULT_HOST,
         "destinations": {},
         "allow": None,
         "max_associations": 100,

@@ -15,6 +15,7 @@ import pytest
 from _settings import require_dcmtk
 from pydicom import dcmread
 
+from aiodimse.cli import build_parser, load_qrscp_config
 from aiodimse.dicomfile import dataset_bytes, read_part10
 from aiodimse.testing import peers
 from aiodimse.testing.synthetic import make_study, write_study
@@ -197,6 +198,31 @@ def test_store_reports_missing_and_non_dicom_and_still_sends_the_rest(
     assert (out / f"{read_part10(study[0]).sop_instance_uid}.dcm").exists()
 
 
+def test_store_refuses_a_truncated_file(
+    tmp_path: Path, services: list[Service], study: list[Path]
+) -> None:
+    """A cut-short copy (``head -c 3000``) is not sent: it is counted as failed, saying
+    why, and the SCP stores nothing of it."""
+    scp = storescp(tmp_path, services)
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(study[0].read_bytes()[:3000])
+    result = run("store", "127.0.0.1", str(scp.port), str(cut), str(study[1]))
+    no_traceback(result)
+    assert result.returncode == 1
+    assert "cut.dcm: the data set ends early" in result.stderr
+    assert "sent 1, failed 1" in result.stdout
+    out: Path = scp.out  # type: ignore[attr-defined]
+    assert [p.name for p in out.glob("*.dcm")] == [f"{read_part10(study[1]).sop_instance_uid}.dcm"]
+
+
+def test_a_missing_file_is_reported_once(tmp_path: Path) -> None:
+    result = run("store", "127.0.0.1", str(peers.free_port()), str(tmp_path / "nope.dcm"))
+    no_traceback(result)
+    assert result.returncode == 1
+    lines = (result.stderr + result.stdout).strip().splitlines()
+    assert lines == [f"aiodimse store: {tmp_path / 'nope.dcm'}: no such file"]
+
+
 def test_storescp_receives_from_dcmtk_storescu(
     tmp_path: Path, services: list[Service], study: list[Path]
 ) -> None:
@@ -328,3 +354,17 @@ def test_demo_runs_every_operation_and_exits_zero(tmp_path: Path) -> None:
     assert "got: all 5 instances byte-identical" in result.stdout
     assert "demo OK" in result.stdout
     assert os.listdir(tmp_path / "demo" / "moved")
+
+
+def test_servers_started_by_the_cli_listen_on_loopback_unless_told(tmp_path: Path) -> None:
+    parser = build_parser()
+    storescp = parser.parse_args(["storescp", "--port", "1", "--out", str(tmp_path)])
+    assert storescp.host == "127.0.0.1"
+    move = parser.parse_args(["move", "h", "1", "-k", "PatientID=X", "--port", "2"])
+    assert move.listen_host == "127.0.0.1"
+    qrscp = parser.parse_args(["qrscp", "--storage", str(tmp_path)])
+    assert load_qrscp_config(qrscp)["host"] == "127.0.0.1"
+    told = parser.parse_args(["qrscp", "--storage", str(tmp_path), "--host", "0.0.0.0"])
+    assert load_qrscp_config(told)["host"] == "0.0.0.0"
+    anywhere = ["move", "h", "1", "-k", "PatientID=X", "--port", "2", "--host", "0.0.0.0"]
+    assert parser.parse_args(anywhere).listen_host == "0.0.0.0"

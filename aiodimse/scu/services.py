@@ -16,6 +16,7 @@ from pydicom import Dataset
 from .. import uids
 from ..dicomfile import (
     Part10Info,
+    check_complete,
     convert_dataset_bytes,
     dataset_bytes,
     decode_dataset,
@@ -174,6 +175,9 @@ class ServiceUser:
             assert context.transfer_syntax is not None
             return context, sop_class, sop_instance, encode_dataset(source, context.transfer_syntax)
         info = read_part10(source)
+        # A cut-short copy must not be sent as if it were whole (the SCP would store an
+        # instance without its pixel data): walk its element headers first.
+        check_complete(source, info)
         context = self.context_for(info.sop_class_uid, info.transfer_syntax_uid)
         assert context.transfer_syntax is not None
         if context.transfer_syntax == info.transfer_syntax_uid:
