@@ -13,6 +13,7 @@ that names the problem.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -399,3 +400,26 @@ async def _settled(assoc: aiodimse.Association) -> None:
     """Wait for the tasks the association was running when it ended."""
     tasks = list(assoc.link.tasks)
     await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
+
+
+@pytest.mark.parametrize(
+    "after",
+    [AReleaseRQ(), AAbort(AbortSource.SERVICE_USER, 0), PDataTF(())],
+    ids=["A-RELEASE-RQ", "A-ABORT", "P-DATA-TF"],
+)
+async def test_a_pdu_after_an_abort_in_the_same_write_is_no_error(
+    server: aiodimse.Server, after: PDU, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An A-ABORT followed by more PDUs in one write: the association ends at the abort,
+    the rest is ignored, and nothing is logged at ERROR (protocol noise from a peer is
+    never a traceback)."""
+    client = await RawClient.open(server.port)
+    await client.associate()
+    with caplog.at_level("DEBUG", logger="aiodimse"):
+        client.send(AAbort(AbortSource.SERVICE_USER, 0).encode() + after.encode())
+        assert await client.rest() == []
+        await _wait_for(lambda: not server.associations)
+    client.writer.close()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
+    await still_serves(server)

@@ -233,7 +233,9 @@ class Link(asyncio.Protocol):
         reader = self._reader
         reader.feed(data)
         try:
-            while self._transport is not None:
+            # Once the association has ended (an A-ABORT, say), what else came in the same
+            # chunk has nowhere to go: PS3.8 Sta1 takes no PDU.
+            while self._transport is not None and not self._closed.done():
                 raw = reader.next_raw()
                 if raw is None:
                     break
