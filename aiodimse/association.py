@@ -275,13 +275,15 @@ class Association:
     async def _open_sub_association(
         self, host: str, port: int, called_ae: str, contexts: Sequence[ContextRequest]
     ) -> Association:
+        # A sub-operation that stalls must fail here, and be reported in a final response,
+        # before the SCU that waits for our next response gives up on us (PS3.4 C.4.2.3).
         return await connect(
             host,
             port,
             calling_ae=self.local_ae,
             called_ae=called_ae,
             contexts=contexts,
-            timeouts=self.timeouts,
+            timeouts=self.timeouts.for_sub_operations(),
             ssl=self._sub_ssl,
         )
 

@@ -44,6 +44,14 @@ class Timeouts:
     dimse: float | None = 60.0
     idle: float | None = None
 
+    def for_sub_operations(self) -> Timeouts:
+        """The timeouts of a C-MOVE SCP's sub-association: half the DIMSE timeout, so that
+        a destination that stops answering fails its sub-operation (reported in the final
+        response) before the SCU, which waits for our next response with the same DIMSE
+        timeout, gives up on us."""
+        dimse = self.dimse / 2 if self.dimse is not None else None
+        return replace(self, dimse=dimse, idle=None)
+
     @classmethod
     def for_server(cls, given: Timeouts | None = None) -> Timeouts:
         """A server's timeouts: ``given`` as it is, or the defaults with the server's idle

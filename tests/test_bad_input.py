@@ -20,12 +20,15 @@ from typing import Any
 
 import pytest
 from _association_support import LOCAL
+from pydicom import Dataset
 
 import aiodimse
 from aiodimse import uids
+from aiodimse.dicomfile import encode_dataset
 from aiodimse.dimse.commands import (
     CEchoRQ,
     CEchoRSP,
+    CFindRQ,
     CStoreRQ,
     CStoreRSP,
     decode_command,
@@ -423,3 +426,52 @@ async def test_a_pdu_after_an_abort_in_the_same_write_is_no_error(
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == []
     await still_serves(server)
+
+
+class ManyBigMatches:
+    """C-FIND answers that fill any socket buffer: 2,000 matches of ~64 KiB each."""
+
+    def __init__(self) -> None:
+        self.stopped = asyncio.Event()
+
+    async def on_find(self, request: Any) -> AsyncIterator[Dataset]:
+        try:
+            for i in range(2000):
+                ds = Dataset()
+                ds.QueryRetrieveLevel = "PATIENT"
+                ds.PatientID = str(i)
+                ds.PatientComments = "x" * 65000
+                yield ds
+        finally:
+            self.stopped.set()
+
+
+@pytest.mark.filterwarnings("ignore:The value length")
+async def test_a_peer_that_stops_reading_is_aborted_after_the_dimse_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A client that sends a C-FIND and never reads the matches: once nothing it was sent
+    has been read for the DIMSE timeout, the association is aborted and its buffers go."""
+    handler = ManyBigMatches()
+    timeouts = aiodimse.Timeouts(dimse=1.0, acse=5.0)
+    async with aiodimse.Server(handler, LOCAL, 0, ae_title="QR", timeouts=timeouts) as server:
+        client = await RawClient.open(server.port)
+        ac = await client.associate(
+            [ContextRequest(uids.VERIFICATION_SOP_CLASS), ContextRequest(uids.PATIENT_ROOT_QR_FIND)]
+        )
+        context_id = next(c.context_id for c in ac.presentation_contexts if c.result == 0)
+        identifier = encode_dataset(Dataset(), uids.IMPLICIT_VR_LITTLE_ENDIAN)
+        find = CFindRQ(message_id=1, affected_sop_class_uid=uids.PATIENT_ROOT_QR_FIND)
+        with caplog.at_level("WARNING", logger="aiodimse"):
+            client.command(context_id, find, identifier)
+            await _wait_for(lambda: len(server.associations) == 1)
+            await asyncio.wait_for(handler.stopped.wait(), 20)
+            await _wait_for(lambda: not server.associations, 5)
+        assert any("read nothing we sent for 1.0 s" in r.getMessage() for r in caplog.records)
+        client.writer.close()
+        await still_serves_qr(server)
+
+
+async def still_serves_qr(server: aiodimse.Server) -> None:
+    async with aiodimse.connect(LOCAL, server.port, called_ae="QR", timeouts=QUICK) as assoc:
+        assert (await assoc.echo()).code == 0x0000

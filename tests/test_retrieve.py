@@ -978,3 +978,43 @@ async def test_partial_get_failures_raise_at_the_end_of_iteration(
             for r in caplog.records
             if r.levelname == "WARNING"
         )
+
+
+class Silent:
+    """A C-MOVE destination that accepts the association and never answers a C-STORE."""
+
+    def __init__(self) -> None:
+        self.never = asyncio.Event()
+        self.received = 0
+
+    async def on_store(self, request: StoreRequest) -> None:
+        self.received += 1
+        await self.never.wait()
+
+
+async def test_a_silent_move_destination_still_gives_the_scu_a_final_status(
+    ten_studies: list[list[Path]],
+) -> None:
+    """SCU and SCP both wait 2 s for DIMSE messages: the SCP gives up on the stalled
+    sub-operation after half that, so the SCU gets a final response (A702: every
+    sub-operation failed), not a timeout."""
+    study = ten_studies[8]
+    silent = Silent()
+    timeouts = aiodimse.Timeouts(dimse=2.0, acse=5.0)
+    async with (
+        aiodimse.Server(silent, LOCAL, 0, ae_title="SILENT", timeouts=timeouts) as dest,
+        aiodimse.Server(
+            FileArchive(study),
+            LOCAL,
+            0,
+            ae_title="QR",
+            destinations={"SILENT": (LOCAL, dest.port)},
+            timeouts=timeouts,
+        ) as qr,
+        aiodimse.connect(LOCAL, qr.port, called_ae="QR", timeouts=timeouts) as assoc,
+    ):
+        result = await assoc.move(_study_query(study[0]), "SILENT", check=False)
+        assert result.status.code == UNABLE_TO_PERFORM
+        assert (result.completed, result.failed) == (0, 3)
+        assert silent.received == 1
+        assert (await assoc.echo()).code == 0

@@ -562,7 +562,12 @@ class Link(asyncio.Protocol):
             self._handle(Event.EVT15)
         # AA-1 waits for the peer to close; we have nothing more to say, so close now.
         if self._transport is not None:
-            self._transport.close()
+            if self._write_paused:
+                # The peer is not reading: close() would wait for it to take what is
+                # buffered, forever. Drop the buffer and the connection.
+                self._transport.abort()
+            else:
+                self._transport.close()
         elif self._fsm.state != State.STA1:
             self._finish()
 
@@ -608,11 +613,21 @@ class Link(asyncio.Protocol):
         self._handle(Event.EVT9, buffers)
 
     async def drain(self) -> None:
-        """Wait until the transport's write buffer is below its high-water mark."""
+        """Wait until the transport's write buffer is below its high-water mark. A peer
+        that reads nothing for the DIMSE timeout is not waited for any longer: the
+        association is aborted (it would otherwise hold its buffers forever)."""
         if self._transport is None:
             raise self.closed_error()
         if not self._write_paused:
             return
         waiter = self.loop.create_future()
         self._drain_waiters.append(waiter)
-        await waiter
+        timeout = self.timeouts.dimse
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            detail = f"{self.peer_name()} read nothing we sent for {timeout} s"
+            log.warning("#%d %s; aborting", self.id, detail)
+            error = AssociationTimeout(f"{detail}; association aborted")
+            self.abort_now(detail, error)
+            raise error from None
