@@ -25,7 +25,7 @@ from .config import DEFAULT_HOST, DEFAULT_MAX_IN_MEMORY, DEFAULT_MAX_PDU, Timeou
 from .errors import check_ae_title
 from .pdu import AAssociateRQ, UserIdentityRQ
 from .results import StoredInstance
-from .sinks import DirectorySink, MoveTracker, Sink, StorageHandler
+from .sinks import DirectorySink, MoveTracker, Query, Sink, StorageHandler
 from .ul.negotiation import (
     LOCAL_LIMIT_EXCEEDED,
     USER_IDENTITY_REJECTED,
@@ -426,9 +426,9 @@ class StorageServer(Server):
 
     # -- MoveReceiver -------------------------------------------------------------------
 
-    def expect_move(self, ae: str, message_id: int) -> MoveTracker:
+    def expect_move(self, ae: str, message_id: int, query: Query | None = None) -> MoveTracker:
         """Collect the instances that the C-MOVE ``(ae, message_id)`` sends here."""
-        tracker = MoveTracker(MoveTracker.key_for(ae, message_id), self._forget_move)
+        tracker = MoveTracker(MoveTracker.key_for(ae, message_id), self._forget_move, query)
         self._moves[tracker.key] = tracker
         return tracker
 
@@ -440,14 +440,42 @@ class StorageServer(Server):
             del self._moves[tracker.key]
 
     def _route(self, instance: StoredInstance) -> None:
-        """PS3.7 9.3.1.1: a C-MOVE sub-operation names its move by Move Originator AE Title
-        and Message ID."""
+        """Give an instance to the C-MOVE it belongs to. PS3.7 9.3.1.1: a sub-operation
+        names its move by Move Originator AE Title and Message ID; SCPs that misname it
+        (pynetdicom 3 puts its own AE title) or omit it are matched, in this order, by the
+        Message ID alone, by being the only move in progress, or by the instance's UIDs
+        against the move's query. The log says which rule matched."""
+        moves = self._moves
+        if not moves:
+            return
         ae = (instance.move_originator_ae_title or "").strip()
         mid = instance.move_originator_message_id
-        tracker = self._moves.get((ae, mid)) if mid is not None else None
-        if tracker is None and mid is None and len(self._moves) == 1:
-            # The SCP did not say which move this is for; with one move in flight, it can
-            # only be that one.
-            tracker = next(iter(self._moves.values()))
+        tracker = moves.get((ae, mid)) if mid is not None else None
         if tracker is not None:
             tracker.add(instance)
+            return
+        rule = ""
+        if mid is not None:
+            same_id = [t for t in moves.values() if t.key[1] == mid]
+            if len(same_id) == 1:
+                tracker = same_id[0]
+                rule = f"Move Originator Message ID (the SCP named {ae or 'no AE title'})"
+        if tracker is None and len(moves) == 1:
+            tracker = next(iter(moves.values()))
+            rule = "being the only C-MOVE in progress"
+        if tracker is None:
+            wanted = [t for t in moves.values() if t.wants(instance)]
+            if len(wanted) == 1:
+                tracker = wanted[0]
+                rule = "its UIDs against the C-MOVE's query"
+        if tracker is None:
+            log.warning(
+                "%s: received %s (Move Originator %r #%s) matches none of %d C-MOVEs",
+                self.ae_title,
+                instance.sop_instance_uid,
+                ae,
+                mid,
+                len(moves),
+            )
+            return
+        tracker.add(instance, rule)

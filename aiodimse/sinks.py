@@ -15,9 +15,11 @@ import contextlib
 import itertools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
+
+from pydicom import Dataset, dcmread
 
 from .dicomfile import build_file_meta
 from .dimse.status import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, is_completed
@@ -41,6 +43,11 @@ __all__ = [
 log = logging.getLogger("aiodimse.storage")
 
 _tmp_ids = itertools.count(1)
+
+#: The rule for an instance whose Move Originator AE Title and Message ID are the move's.
+EXACT = "Move Originator AE Title and Message ID"
+
+Query = Mapping[str, Any] | Dataset
 
 
 def temp_path_for(final: Path) -> Path:
@@ -230,8 +237,18 @@ class StorageHandler:
 class MoveTracker:
     """The instances of one C-MOVE arriving at a receiver (a storage server on this loop)."""
 
-    def __init__(self, key: tuple[str, int], release: Callable[[MoveTracker], None]) -> None:
+    def __init__(
+        self,
+        key: tuple[str, int],
+        release: Callable[[MoveTracker], None],
+        query: Query | None = None,
+    ) -> None:
         self.key = key
+        #: The UIDs the C-MOVE asked for, by keyword (StudyInstanceUID, SeriesInstanceUID,
+        #: SOPInstanceUID): the last way to tell whose an instance is.
+        self.wanted: dict[str, frozenset[str]] = _wanted_uids(query or {})
+        #: How the instances were matched to this move when not by the exact originator.
+        self.rules: set[str] = set()
         self.instances: list[StoredInstance] = []
         #: Called with each instance as it arrives (the C-MOVE's iterator listens here).
         self.on_instance: Callable[[StoredInstance], None] | None = None
@@ -242,7 +259,16 @@ class MoveTracker:
     def key_for(ae: str, message_id: int) -> tuple[str, int]:
         return (ae.strip(), message_id)
 
-    def add(self, instance: StoredInstance) -> None:
+    def add(self, instance: StoredInstance, rule: str = EXACT) -> None:
+        if rule != EXACT and rule not in self.rules:
+            self.rules.add(rule)
+            log.info(
+                "C-MOVE %s #%d: instance %s matched by %s",
+                self.key[0],
+                self.key[1],
+                instance.sop_instance_uid,
+                rule,
+            )
         self.instances.append(instance)
         if self.on_instance is not None:
             self.on_instance(instance)
@@ -271,12 +297,57 @@ class MoveTracker:
         """Stop tracking (the C-MOVE is over)."""
         self._release(self)
 
+    def wants(self, instance: StoredInstance) -> bool:
+        """Whether the instance's UIDs are among those the C-MOVE asked for (False when
+        the query named none, or they cannot be read)."""
+        if not self.wanted:
+            return False
+        found = {"SOPInstanceUID": instance.sop_instance_uid}
+        if self.wanted.keys() - found.keys():
+            found.update(_instance_uids(instance))
+        return all(found.get(key) in values for key, values in self.wanted.items())
+
+
+def _wanted_uids(query: Query) -> dict[str, frozenset[str]]:
+    wanted: dict[str, frozenset[str]] = {}
+    for key in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        value = query.get(key)
+        if value is None or value == "":
+            continue
+        # PS3.4 C.2.2.2.2: a list of UIDs, as a multi-value or backslash-separated text.
+        values = str(value).split("\\") if isinstance(value, str) else list(value)
+        cleaned = frozenset(str(v).strip() for v in values if str(v).strip())
+        if cleaned:
+            wanted[key] = cleaned
+    return wanted
+
+
+def _instance_uids(instance: StoredInstance) -> dict[str, str]:
+    """The Study and Series Instance UIDs of a received instance (its header read)."""
+    ds: Dataset
+    try:
+        if instance.path is not None:
+            ds = dcmread(
+                instance.path,
+                stop_before_pixels=True,
+                specific_tags=["StudyInstanceUID", "SeriesInstanceUID"],
+            )
+        else:
+            ds = instance.dataset
+    except Exception as exc:
+        log.debug("cannot read the UIDs of %s: %s", instance.sop_instance_uid, exc)
+        return {}
+    return {
+        key: str(ds.get(key, "") or "").strip() for key in ("StudyInstanceUID", "SeriesInstanceUID")
+    }
+
 
 class MoveReceiver(Protocol):
     """Where a C-MOVE's sub-operations arrive, on this loop (a StorageServer)."""
 
-    def expect_move(self, ae: str, message_id: int) -> MoveTracker:
-        """Start collecting the instances of the move ``(ae, message_id)``."""
+    def expect_move(self, ae: str, message_id: int, query: Query | None = None) -> MoveTracker:
+        """Start collecting the instances of the move ``(ae, message_id)`` (``query``, its
+        identifier, helps match instances whose SCP misnames the originator)."""
 
     def expects_move(self, ae: str, message_id: int) -> bool:
         """Whether a move with this originator and Message ID is being collected."""

@@ -234,7 +234,7 @@ class RetrieveUser:
                 nonlocal tracker
                 core.sending_now(mid)
                 if receiver is not None:
-                    tracker = receiver.expect_move(link.local_ae, mid)
+                    tracker = receiver.expect_move(link.local_ae, mid, identifier)
                     tracker.on_instance = arrived.put_nowait
 
             def taken(mid: int) -> bool:

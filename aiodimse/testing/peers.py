@@ -12,11 +12,13 @@ Tools are always run by absolute path: pynetdicom installs console scripts with 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -383,6 +385,29 @@ def _check_aet(aet: str) -> str:
     if any(ch in aet for ch in " ,()=\"'#"):
         raise ValueError(f"AE title {aet!r} cannot be written into a dcmqrscp config")
     return aet
+
+
+def start_pynetdicom_qrscp(
+    port: int,
+    files: Sequence[Path],
+    *,
+    aet: str = "PYNETDICOM",
+    destinations: Mapping[str, tuple[str, int]] | None = None,
+    work_dir: Path,
+    timeout: float = 30.0,
+) -> PeerProcess:
+    """Start pynetdicom's Q/R SCP (C-FIND, C-GET, C-MOVE by Study Instance UID) over
+    ``files`` on 127.0.0.1 (see :mod:`aiodimse.testing.pynetdicom_qr`). PeerMissing if
+    pynetdicom is not installed."""
+    if importlib.util.find_spec("pynetdicom") is None:
+        raise PeerMissing("pynetdicom is not installed (the 'bench' extra)")
+    argv = [sys.executable, "-m", "aiodimse.testing.pynetdicom_qr", "--port", str(port)]
+    argv += ["--ae", aet]
+    for ae_title, (host, dest_port) in (destinations or {}).items():
+        argv += ["--dest", f"{ae_title}={host}:{dest_port}"]
+    argv += [str(f) for f in files]
+    peer = PeerProcess("pynetdicom-qr", argv, port=port, aet=aet, work_dir=work_dir)
+    return _start(peer, timeout)
 
 
 def start_dcmqrscp(
