@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,6 +38,7 @@ __all__ = [
     "MoveTracker",
     "Sink",
     "StorageHandler",
+    "remove_stale_temporaries",
     "temp_path_for",
 ]
 
@@ -48,6 +50,40 @@ _tmp_ids = itertools.count(1)
 EXACT = "Move Originator AE Title and Message ID"
 
 Query = Mapping[str, Any] | Dataset
+
+
+#: ``.<name>.<pid>.<n>.part``: the temporary files of temp_path_for().
+_TEMPORARY = re.compile(r"^\..+\.(\d+)\.\d+\.part$")
+
+
+def remove_stale_temporaries(directory: Path) -> int:
+    """Remove the temporary files (``temp_path_for``) in ``directory`` and its immediate
+    sub-folders that belong to a process that no longer runs (killed mid-transfer);
+    another live process's, and this process's own, are left alone. Returns how many."""
+    removed = 0
+    folders = [directory, *(p for p in directory.iterdir() if p.is_dir())]
+    for folder in folders:
+        for path in folder.glob(".*.part"):
+            match = _TEMPORARY.match(path.name)
+            if match is None:
+                continue
+            pid = int(match.group(1))
+            if pid == os.getpid() or _alive(pid):
+                continue
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
 
 
 def temp_path_for(final: Path) -> Path:
@@ -166,6 +202,13 @@ class DirectorySink:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
+        removed = remove_stale_temporaries(self.directory)
+        if removed:
+            log.warning(
+                "%s: removed %d temporary file(s) left by a process that is gone",
+                self.directory,
+                removed,
+            )
 
     def path_for(self, sop_instance_uid: str) -> Path:
         if not is_valid_uid(sop_instance_uid):
