@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import Dataset, config
-from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.datadict import keyword_for_tag
 
 from . import __version__, contexts
 from .association import connect
 from .config import DEFAULT_HOST, Timeouts
 from .dicomfile import NotDicomError, read_part10
 from .errors import AiodimseError, StatusError, check_ae_title
-from .query import parse_key
+from .query import parse_key, vr_of
 from .server import StorageServer
 from .sinks import DirectorySink
 from .ul.negotiation import ContextRequest
@@ -271,10 +271,13 @@ def build_query(keys: Sequence[str], level: str | None) -> Dataset:
             tag, value = parse_key(spec)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        vr = dictionary_VR(tag)
+        vr = vr_of(tag)
         # Matching values (ranges, wildcards) are not plain values: no VR warnings.
         with config.disable_value_validation():
-            ds.add_new(tag, vr, [] if vr == "SQ" else value)
+            if vr == "UN":  # not in the dictionary (a private tag): sent as it is
+                ds.add_new(tag, vr, value.encode("latin-1", "replace"))
+            else:
+                ds.add_new(tag, vr, [] if vr == "SQ" else value)
     if level is not None:
         ds.QueryRetrieveLevel = level
     elif "QueryRetrieveLevel" not in ds:

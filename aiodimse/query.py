@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from pydicom import Dataset, config
 from pydicom.datadict import dictionary_VR, tag_for_keyword
-from pydicom.tag import Tag
 
 from . import uids
 
-__all__ = ["MODELS", "model_uid", "parse_key", "to_dataset"]
+__all__ = ["MODELS", "model_uid", "parse_key", "to_dataset", "vr_of"]
 
 #: Information model names accepted wherever a ``model=`` argument is taken (PS3.4 C.6).
 MODELS: dict[str, dict[str, str]] = {
@@ -45,19 +45,35 @@ def model_uid(model: str, service: str) -> str:
         raise ValueError(f"unknown query model {model!r}: use one of {names} or a UID") from None
 
 
+#: ``(gggg,eeee)``, ``gggg,eeee`` or ``ggggeeee``: parentheses both or neither.
+_TAG = re.compile(
+    r"^(?:\(\s*([0-9A-Fa-f]{4})\s*,\s*([0-9A-Fa-f]{4})\s*\)"
+    r"|([0-9A-Fa-f]{4})\s*,\s*([0-9A-Fa-f]{4})|([0-9A-Fa-f]{4})([0-9A-Fa-f]{4}))$"
+)
+
+
 def _tag_of(key: str) -> int:
     """A DICOM keyword or a (gggg,eeee) / ggggeeee tag as an int; ValueError names the key."""
     text = key.strip()
     tag = tag_for_keyword(text)
     if tag is not None:
         return int(tag)
-    hexed = text.strip("()").replace(",", "").replace(" ", "")
-    if len(hexed) == 8:
-        try:
-            return int(Tag(int(hexed, 16)))
-        except ValueError:
-            pass
-    raise ValueError(f"unknown DICOM keyword or tag {key!r}")
+    match = _TAG.match(text)
+    if match is None:
+        raise ValueError(
+            f"{key!r} is neither a DICOM keyword nor a tag like (0010,0010) or 00100010"
+        )
+    group, element = (g for g in match.groups() if g is not None)
+    return int(group + element, 16)
+
+
+def vr_of(tag: int) -> str:
+    """The VR of ``tag`` from the dictionary; UN for a tag it does not know (a private or
+    newer attribute: PS3.5 6.2.2)."""
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return "UN"
 
 
 def parse_key(spec: str) -> tuple[int, str]:
@@ -83,12 +99,11 @@ def _from_mapping(query: Mapping[str, Any] | Mapping[int, Any]) -> Dataset:
     ds = Dataset()
     for key, value in query.items():
         tag = key if isinstance(key, int) else _tag_of(str(key))
-        try:
-            vr = dictionary_VR(tag)
-        except KeyError:
-            raise ValueError(f"tag {Tag(tag)} is not in the DICOM dictionary") from None
+        vr = vr_of(tag)
         if value is None:
             value = ""
+        if vr == "UN" and isinstance(value, str):
+            value = value.encode("latin-1", "replace")
         if vr == "SQ" and isinstance(value, (list, tuple)):
             value = [to_dataset(v) for v in value]
         ds.add_new(tag, vr, value if value != "" or vr != "SQ" else [])

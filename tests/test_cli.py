@@ -368,3 +368,25 @@ def test_servers_started_by_the_cli_listen_on_loopback_unless_told(tmp_path: Pat
     assert load_qrscp_config(told)["host"] == "0.0.0.0"
     anywhere = ["move", "h", "1", "-k", "PatientID=X", "--port", "2", "--host", "0.0.0.0"]
     assert parser.parse_args(anywhere).listen_host == "0.0.0.0"
+
+
+@pytest.mark.parametrize("spec", ["(0010,0010=DOE", "0010,0010)=DOE", "(001G,0010)=X", "NoSuch=1"])
+def test_find_refuses_a_malformed_key_in_one_line(spec: str) -> None:
+    result = run("find", "127.0.0.1", "9", "-k", spec)
+    no_traceback(result)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("aiodimse: error:")
+    assert "neither a DICOM keyword nor a tag" in result.stderr
+
+
+def test_find_with_a_private_tag_sends_it_as_un(
+    tmp_path: Path, services: list[Service], study: list[Path]
+) -> None:
+    """A tag the dictionary does not know is sent with VR UN, never a traceback."""
+    qr = qrscp(tmp_path, services)
+    assert run("store", "127.0.0.1", str(qr.port), *map(str, study)).returncode == 0
+    result = run("find", "127.0.0.1", str(qr.port), "--aec", "QRSCP", "-k", "(0009,1010)=X")
+    no_traceback(result)
+    # The archive does not match on attributes it does not index: the study is found.
+    assert result.returncode == 0, result.stderr
+    assert "C-FIND: 1 match(es), 0x0000 Success" in result.stdout
