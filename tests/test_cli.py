@@ -389,4 +389,5 @@ def test_find_with_a_private_tag_sends_it_as_un(
     no_traceback(result)
     # The archive does not match on attributes it does not index: the study is found.
     assert result.returncode == 0, result.stderr
-    assert "C-FIND: 1 match(es), 0x0000 Success" in result.stdout
+    assert "C-FIND: 1 match(es), 0x0000 Success" in result.stderr
+    assert result.stdout.count("StudyInstanceUID=") == 1
