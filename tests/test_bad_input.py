@@ -73,13 +73,18 @@ class RawClient:
     def send(self, data: bytes | PDU | RawPDU) -> None:
         self.writer.write(data if isinstance(data, bytes) else data.encode())
 
-    async def associate(self, contexts: list[ContextRequest] | None = None) -> AAssociateAC:
+    async def associate(
+        self,
+        contexts: list[ContextRequest] | None = None,
+        async_window: tuple[int, int] | None = None,
+    ) -> AAssociateAC:
         rq = build_request(
             "RAW",
             "STORE",
             contexts or [ContextRequest(uids.VERIFICATION_SOP_CLASS), ContextRequest(CT)],
             max_pdu=1 << 20,
             implementation_class_uid="1.2.826.0.1.3680043.9.9999.2",
+            async_window=async_window,
         )
         self.send(rq)
         ac = await self.next_pdu()
@@ -327,11 +332,13 @@ class HoldingStore:
 async def test_client_closing_with_stores_queued_leaves_no_file(tmp_path: Path) -> None:
     store = tmp_path / "store"
     handler = HoldingStore(store)
-    async with aiodimse.Server(handler, LOCAL, 0, ae_title="STORE", timeouts=QUICK) as server:
+    async with aiodimse.Server(
+        handler, LOCAL, 0, ae_title="STORE", timeouts=QUICK, async_window=(2, 2)
+    ) as server:
         client = await RawClient.open(server.port)
-        await client.associate()
-        # Two complete C-STOREs back to back (as a client that ignores the operations
-        # window would): the first is being committed, the second waits for its turn.
+        await client.associate(async_window=(2, 2))
+        # Two complete C-STOREs back to back (the window allows two): the first is being
+        # committed, the second is open too.
         for mid, uid in ((1, "1.2.3.1"), (2, "1.2.3.2")):
             rq = CStoreRQ(message_id=mid, affected_sop_class_uid=CT, affected_sop_instance_uid=uid)
             client.command(3, rq, PARTIAL_DATA_SET)
@@ -343,6 +350,36 @@ async def test_client_closing_with_stores_queued_leaves_no_file(tmp_path: Path) 
         await _settled(peer)
         assert list(store.iterdir()) == []
         assert peer.end_reason is not None
+
+
+async def test_a_peer_exceeding_the_operations_window_is_aborted(tmp_path: Path) -> None:
+    """PS3.7 D.3.3.3: with a window of one negotiated, a second request while the first is
+    being performed gets an A-ABORT, and a request whose data set has not started to
+    arrive holds no file."""
+    store = tmp_path / "store"
+    handler = HoldingStore(store)
+    async with aiodimse.Server(handler, LOCAL, 0, ae_title="STORE", timeouts=QUICK) as server:
+        client = await RawClient.open(server.port)
+        await client.associate()
+        # A C-STORE command alone: nothing is opened until its data set starts.
+        first = CStoreRQ(message_id=1, affected_sop_class_uid=CT, affected_sop_instance_uid="1.2.9")
+        client.send(PDataTF((PresentationDataValue(3, CMD_LAST, encode_command(first)),)))
+        peer = await _only_association(server)
+        await _wait_for(lambda: peer.exchange.busy)  # the command is in, being received
+        assert handler.opened == 0 and list(store.iterdir()) == []
+        client.send(PDataTF((PresentationDataValue(3, DATA_LAST, PARTIAL_DATA_SET),)))
+        await asyncio.wait_for(handler.committing.wait(), 5)
+        assert handler.opened == 1
+        # While it is performed, a C-ECHO: one operation too many.
+        client.command(1, CEchoRQ(message_id=2))
+        abort = await abort_from(client)
+        assert_wire_abort(abort, AbortSource.SERVICE_PROVIDER, AbortReason.UNEXPECTED_PDU)
+        await asyncio.wait_for(peer.wait_closed(), 5)
+        await _settled(peer)
+        assert isinstance(peer.end_reason, aiodimse.AssociationAborted)
+        assert "window allows 1" in str(peer.end_reason)
+        assert list(store.iterdir()) == []
+        await still_serves(server)
 
 
 async def test_store_request_without_a_data_set_is_refused(server: aiodimse.Server) -> None:

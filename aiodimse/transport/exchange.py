@@ -17,7 +17,7 @@ from typing import Protocol
 
 from ..config import DEFAULT_MAX_IN_MEMORY
 from ..dimse.assembler import MessageAssembler
-from ..dimse.commands import CCancelRQ, Message, encode_command
+from ..dimse.commands import CCancelRQ, CStoreRQ, Message, encode_command
 from ..dimse.operations import OperationTable
 from ..dimse.status import is_pending
 from ..enums import AbortReason
@@ -360,18 +360,42 @@ class Exchange:
                 f"message ID {mid} reused while that request is still being performed",
                 AbortReason.UNEXPECTED_PDU_PARAMETER,
             )
+        self._check_window(message, negotiated.max_performed)
         self._incoming[mid] = inc
         if message.has_dataset:
-            inc.target = self._open_target(inc)
+            # Its target is opened when the data set starts to arrive, not now: a request
+            # costs no file descriptor until it is really being received.
             self._receiving = inc
         else:
             self._start(inc)
+
+    def _check_window(self, message: Message, limit: int) -> None:
+        """PS3.7 D.3.3.3: a peer may have at most ``limit`` operations outstanding on us
+        (0 = no limit); one that invokes more is aborted. The C-STORE sub-operations of a
+        C-GET we invoked belong to that C-GET and do not count (PS3.4 C.4.3.3)."""
+        if not limit or self._is_sub_operation(message):
+            return
+        performing = sum(
+            1 for i in self._incoming.values() if not self._is_sub_operation(i.message)
+        )
+        if performing >= limit:
+            raise DIMSEError(
+                f"{self.link.peer_ae or 'the peer'} invoked {performing + 1} operations at"
+                f" once; the negotiated asynchronous operations window allows {limit}"
+                " (PS3.7 D.3.3.3)",
+                AbortReason.UNEXPECTED_PDU,
+            )
+
+    def _is_sub_operation(self, message: Message) -> bool:
+        return isinstance(message, CStoreRQ) and any(op.service == "C-GET" for op in self._outgoing)
 
     def _on_data(self, context_id: int, data: memoryview | bytes, last: bool) -> None:
         receiving = self._receiving
         assert receiving is not None
         target = receiving.target
-        assert target is not None
+        if target is None:
+            assert isinstance(receiving, Incoming)
+            target = receiving.target = self._open_target(receiving)
         if data:
             try:
                 target.write(data)
