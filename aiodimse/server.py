@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import inspect
 import logging
 import os
 import ssl as _ssl
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Self
 
@@ -68,7 +70,9 @@ class Server:
     rejected-permanent by the ACSE service-provider, D.3.3.7.3). ``ssl`` is an
     ``ssl.SSLContext`` for DICOM TLS (see :mod:`aiodimse.tls`). ``destinations`` maps C-MOVE
     destination AE titles to (host, port); ``move_ssl`` is the TLS context for the C-MOVE
-    sub-associations to them (None: plain TCP).
+    sub-associations to them (None: plain TCP). ``max_unassociated`` bounds the
+    connections that have not associated yet (default twice ``max_associations``): past it
+    the oldest is closed, so idle connections cannot lock legitimate clients out.
 
     It listens on ``host`` (127.0.0.1 unless told otherwise) and behaves like
     ``asyncio.Server``: ``await start()`` (or ``async with``), ``is_serving()``,
@@ -99,6 +103,7 @@ class Server:
         user_identity: UserIdentityCheck | None = None,
         backlog: int = 128,
         move_ssl: _ssl.SSLContext | None = None,
+        max_unassociated: int | None = None,
     ) -> None:
         check_ae_title(ae_title, "ae_title")
         self.handler = handler
@@ -125,6 +130,12 @@ class Server:
         self.user_identity = user_identity
         self.backlog = backlog
         self.move_ssl = move_ssl
+        #: Connections that have not (yet) associated, at most: past it the oldest is
+        #: closed, so that idle connections cannot lock legitimate clients out.
+        self.max_unassociated = (
+            max_unassociated if max_unassociated is not None else 2 * max_associations
+        )
+        self._unassociated: dict[Association, None] = {}
         self.associations: set[Association] = set()
         self._server: asyncio.Server | None = None
         self._idle = asyncio.Event()
@@ -153,6 +164,7 @@ class Server:
         if self._server is not None:
             return self
         loop = asyncio.get_running_loop()
+        _quiet_accept_errors(loop)
         self._server = await loop.create_server(
             self._new_connection,
             self.host,
@@ -230,17 +242,33 @@ class Server:
             # (and waited for) forever.
             self.associations.add(assoc)
             self._idle.clear()
+            self._unassociated[assoc] = None
+            if len(self._unassociated) > self.max_unassociated:
+                oldest = next(iter(self._unassociated))
+                self._unassociated.pop(oldest)
+                log.warning(
+                    "#%d %d connections have not associated: closing the oldest, from %s",
+                    oldest.id,
+                    self.max_unassociated + 1,
+                    oldest.link.peer_name(),
+                )
+                oldest.link.abort_now("too many connections that do not associate")
+
+        def established() -> None:
+            self._unassociated.pop(assoc, None)
 
         async def decide(rq: AAssociateRQ) -> None:
             await self._answer(assoc, rq)
 
         link.on_connected = connected
+        link.on_established = established
         link.acceptor = decide
         link.add_close_callback(lambda: self._forget(assoc))
         return link.protocol()
 
     def _forget(self, assoc: Association) -> None:
         self.associations.discard(assoc)
+        self._unassociated.pop(assoc, None)
         if not self.associations:
             self._idle.set()
 
@@ -350,6 +378,45 @@ class Server:
             len(negotiated.contexts),
         )
         assoc.link.accept(ac, negotiated)
+
+
+_QUIETED: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
+def _quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Out of file descriptors, asyncio's accept loop backs off for a second and reports
+    each failure with a traceback. Make that one warning line (at most every 10 s); every
+    other report goes to the loop's own handler as before."""
+    if loop in _QUIETED:
+        return
+    _QUIETED.add(loop)
+    previous = loop.get_exception_handler()
+    last = [-1e9]
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if (
+            isinstance(exc, OSError)
+            and exc.errno in _RESOURCE_ERRNOS
+            and str(context.get("message", "")).startswith("socket.accept()")
+        ):
+            now = loop.time()
+            if now - last[0] >= 10.0:
+                last[0] = now
+                log.warning(
+                    "cannot accept connections: %s; backing off",
+                    os.strerror(exc.errno or 0).lower(),
+                )
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+
+
+_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 def _has(obj: object, name: str) -> bool:

@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -48,6 +52,7 @@ from aiodimse.pdu import (
 )
 from aiodimse.requests import StoreRequest
 from aiodimse.sinks import DirectorySink
+from aiodimse.testing.peers import free_port, wait_for_port
 from aiodimse.ul.negotiation import ContextRequest, build_request
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -512,3 +517,76 @@ async def test_a_peer_that_stops_reading_is_aborted_after_the_dimse_timeout(
 async def still_serves_qr(server: aiodimse.Server) -> None:
     async with aiodimse.connect(LOCAL, server.port, called_ae="QR", timeouts=QUICK) as assoc:
         assert (await assoc.echo()).code == 0x0000
+
+
+async def test_connections_that_never_associate_cannot_lock_clients_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Past ``max_unassociated`` idle connections the oldest are closed: a legitimate
+    client still gets in at once, long before the ARTIM timer would free anything."""
+    timeouts = aiodimse.Timeouts(acse=60.0, dimse=10.0)
+    async with aiodimse.StorageServer(
+        tmp_path, LOCAL, 0, ae_title="STORE", timeouts=timeouts, max_unassociated=3
+    ) as server:
+        idle = [await asyncio.open_connection(LOCAL, server.port) for _ in range(6)]
+        with caplog.at_level("WARNING", logger="aiodimse.server"):
+            # The three oldest are closed by the server: they read end-of-file.
+            for reader, _ in idle[:3]:
+                assert await asyncio.wait_for(reader.read(), 5) == b""
+        await still_serves(server)
+        assert sum("have not associated" in r.getMessage() for r in caplog.records) >= 3
+        for _, writer in idle:
+            writer.close()
+
+
+def test_out_of_descriptors_the_server_backs_off_with_one_line(tmp_path: Path) -> None:
+    """A storescp limited to 40 file descriptors, flooded with idle connections: accept()
+    fails with EMFILE; the server says so in a warning line, no traceback, and serves
+    again once the connections are gone."""
+    port = free_port()
+    log_path = tmp_path / "storescp.log"
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
+
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "aiodimse",
+                "storescp",
+                "--port",
+                str(port),
+                "--out",
+                str(tmp_path / "in"),
+                "--aet",
+                "STORE",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            preexec_fn=limit,
+        )
+    try:
+        wait_for_port(LOCAL, port, 20.0, proc)
+        flood = []
+        for _ in range(80):
+            sock = socket.create_connection((LOCAL, port), timeout=5)
+            flood.append(sock)
+        # An echo cannot get through while the descriptors are gone; once they are
+        # released, it does (asyncio retries accept() every second).
+        for sock in flood:
+            sock.close()
+        echo = subprocess.run(
+            [sys.executable, "-m", "aiodimse", "echo", LOCAL, str(port), "--aec", "STORE"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert echo.returncode == 0, echo.stderr
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    log = log_path.read_text()
+    assert "Traceback" not in log, log
+    assert "cannot accept connections: too many open files; backing off" in log

@@ -95,8 +95,8 @@ class Link(asyncio.Protocol):
 
     Hooks for the layers above: ``upper`` receives P-DATA and lifecycle events;
     ``acceptor`` decides on an A-ASSOCIATE-RQ (acceptor side; it calls :meth:`accept` or
-    :meth:`reject`); ``on_connected`` and the close callbacks let a server count its
-    associations.
+    :meth:`reject`); ``on_connected``, ``on_established`` and the close callbacks let a
+    server count its connections and associations.
     """
 
     def __init__(
@@ -122,6 +122,7 @@ class Link(asyncio.Protocol):
         self.upper: Upper | None = None
         self.acceptor: Callable[[AAssociateRQ], Coroutine[Any, Any, None]] | None = None
         self.on_connected: Callable[[], None] | None = None
+        self.on_established: Callable[[], None] | None = None
         self._close_callbacks: list[Callable[[], None]] = []
         self._fsm = StateMachine()
         # A peer may send up to the Maximum Length we advertised; 0 means "no limit", which
@@ -500,6 +501,8 @@ class Link(asyncio.Protocol):
         self.negotiated = negotiated
         if self.upper is not None:
             self.upper.established(negotiated)
+        if self.on_established is not None:
+            self.on_established()
         if log.isEnabledFor(logging.DEBUG):
             log.debug("#%d negotiated with %s:\n%s", self.id, self.peer_ae, negotiated.describe())
         if not self._established.done():
