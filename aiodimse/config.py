@@ -14,6 +14,9 @@ __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_MAX_IN_MEMORY",
     "DEFAULT_MAX_PDU",
+    "MAX_INFLATED_HEADER",
+    "MAX_INFLATED_IDENTIFIER",
+    "MIN_UNASSOCIATED",
     "SERVER_IDLE_TIMEOUT",
     "Timeouts",
 ]
@@ -26,6 +29,15 @@ DEFAULT_MAX_IN_MEMORY: Final = 32 * 1024 * 1024
 DEFAULT_HOST: Final = "127.0.0.1"
 #: A server releases an association idle for this long (seconds).
 SERVER_IDLE_TIMEOUT: Final = 300.0
+#: A server keeps at least this many connections that have not associated yet (by
+#: default twice its association limit); past it, the oldest is closed.
+MIN_UNASSOCIATED: Final = 64
+#: A Deflated identifier (C-FIND/C-GET/C-MOVE, either side) may inflate to this many
+#: bytes; past it the message is refused (a small stream can inflate to gigabytes).
+MAX_INFLATED_IDENTIFIER: Final = 16 * 1024 * 1024
+#: The archive reads a stored Deflated instance's header (up to group 0020) inflating at
+#: most this many bytes; past it the instance is refused (C000).
+MAX_INFLATED_HEADER: Final = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -269,7 +269,8 @@ def _check_deflated(fp: BinaryIO, name: str) -> None:
     while chunk := fp.read(1 << 20):
         try:
             inflater.decompress(chunk, 1 << 20)
-            while inflater.unconsumed_tail:
+            # (zlib may keep a byte in unconsumed_tail once the stream has ended)
+            while inflater.unconsumed_tail and not inflater.eof:
                 inflater.decompress(inflater.unconsumed_tail, 1 << 20)
         except zlib.error as exc:
             raise TruncatedDatasetError(f"{name}: the deflated data set is broken: {exc}") from None
@@ -605,7 +606,7 @@ def _inflate(data: bytes, max_size: int | None) -> bytes:
             out = inflater.decompress(data)
         else:
             out = inflater.decompress(data, max_size)
-            if inflater.unconsumed_tail:
+            if inflater.unconsumed_tail and not inflater.eof:
                 raise InvalidDatasetError(f"deflated dataset inflates beyond {max_size} bytes")
         out += inflater.flush()
     except zlib.error as exc:

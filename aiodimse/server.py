@@ -23,7 +23,13 @@ from typing import Any, Self
 
 from . import uids
 from .association import Association
-from .config import DEFAULT_HOST, DEFAULT_MAX_IN_MEMORY, DEFAULT_MAX_PDU, Timeouts
+from .config import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_IN_MEMORY,
+    DEFAULT_MAX_PDU,
+    MIN_UNASSOCIATED,
+    Timeouts,
+)
 from .errors import check_ae_title
 from .pdu import AAssociateRQ, UserIdentityRQ
 from .results import StoredInstance
@@ -71,7 +77,8 @@ class Server:
     ``ssl.SSLContext`` for DICOM TLS (see :mod:`aiodimse.tls`). ``destinations`` maps C-MOVE
     destination AE titles to (host, port); ``move_ssl`` is the TLS context for the C-MOVE
     sub-associations to them (None: plain TCP). ``max_unassociated`` bounds the
-    connections that have not associated yet (default twice ``max_associations``): past it
+    connections that have not associated yet (default twice ``max_associations``, at
+    least ``config.MIN_UNASSOCIATED``): past it
     the oldest is closed, so idle connections cannot lock legitimate clients out.
 
     It listens on ``host`` (127.0.0.1 unless told otherwise) and behaves like
@@ -133,7 +140,9 @@ class Server:
         #: Connections that have not (yet) associated, at most: past it the oldest is
         #: closed, so that idle connections cannot lock legitimate clients out.
         self.max_unassociated = (
-            max_unassociated if max_unassociated is not None else 2 * max_associations
+            max_unassociated
+            if max_unassociated is not None
+            else max(2 * max_associations, MIN_UNASSOCIATED)
         )
         self._unassociated: dict[Association, None] = {}
         self.associations: set[Association] = set()

@@ -475,3 +475,30 @@ async def test_a_data_set_the_index_cannot_take_apart_is_c000(
         assert status.code == 0xC000
         assert _files(server.archive.root) == []
     server.archive.close()
+
+
+def _deflated_instance(tmp_path: Path, comment_size: int) -> Path:
+    """A Deflated Explicit VR Little Endian instance whose Patient Comments (group 0010,
+    before the archive stops reading) are ``comment_size`` spaces: it compresses to almost
+    nothing."""
+    ds = instance(sop=f"deflated{comment_size}")
+    ds.add_new(0x00104000, "UT", " " * comment_size)  # Patient Comments, as UT: no limit
+    ds.file_meta.TransferSyntaxUID = aiodimse.uids.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
+    path = tmp_path / f"deflated-{comment_size}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+async def test_a_deflate_bomb_is_refused_without_inflating_it(tmp_path: Path) -> None:
+    """A Deflated instance whose header inflates past the ceiling gets C000 quickly;
+    a normal Deflated instance is stored and indexed."""
+    bomb = _deflated_instance(tmp_path, 64 * 1024 * 1024)
+    assert bomb.stat().st_size < 1024 * 1024
+    normal = _deflated_instance(tmp_path, 100)
+    async with ArchiveServer(tmp_path / "arch", port=0, host=HOST) as server:
+        async with connect(server, contexts=aiodimse.contexts.for_files([bomb, normal])) as assoc:
+            status = await assoc.store(bomb, check=False)
+            assert status.code == 0xC000
+            assert (await assoc.store(normal)).code == 0
+        assert server.archive.count() == 1
+    server.archive.close()

@@ -4,6 +4,7 @@ identifier does (real servers and associations on loopback)."""
 from __future__ import annotations
 
 import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -142,4 +143,40 @@ async def test_a_malformed_move_identifier_gets_a_failure_status() -> None:
         )
         response, _ = await assoc.exchange.response(op)
         assert response.status == 0xA900
+        assert (await assoc.echo()).code == 0
+
+
+async def test_a_deflated_identifier_that_inflates_too_far_is_refused() -> None:
+    """1 MiB or less of Deflated identifier that would inflate to 256 MiB: a failure
+    status at the ceiling, the loop not held, the association kept."""
+    handler = Raising(RuntimeError("unused"))
+    body = _element(0x0008, 0x0052, b"CS", b"STUDY ")
+    huge = 256 * 1024 * 1024
+    body += struct.pack("<HH2s2xL", 0x0010, 0x4000, b"UT", huge)
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    deflated = packer.compress(body)
+    chunk = b" " * (1 << 20)
+    for _ in range(huge >> 20):
+        deflated += packer.compress(chunk)
+    deflated += packer.flush()
+    if len(deflated) & 1:
+        deflated += b"\x00"
+    assert len(deflated) < 1 << 20
+    find = [
+        aiodimse.ContextRequest(uids.STUDY_ROOT_QR_FIND, (uids.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,))
+    ]
+    async with (
+        aiodimse.Server(handler, LOCAL, 0, ae_title="QR") as qr,
+        aiodimse.connect(
+            LOCAL,
+            qr.port,
+            called_ae="QR",
+            timeouts=QUICK,
+            contexts=aiodimse.contexts.verification() + find,
+        ) as assoc,
+    ):
+        response = await _find_raw(assoc, deflated)
+        assert response.status == 0xC000
+        assert "inflates beyond" in (response.error_comment or "")
+        assert handler.find_calls == 0
         assert (await assoc.echo()).code == 0

@@ -38,6 +38,7 @@ from typing import Any
 
 from pydicom import Dataset
 
+from ..config import MAX_INFLATED_IDENTIFIER
 from ..dicomfile import decode_dataset, encode_dataset
 from ..dimse.commands import (
     CEchoRQ,
@@ -185,7 +186,9 @@ class ServiceProvider:
         if data is None:
             return Dataset()
         assert inc.context.transfer_syntax is not None
-        identifier = decode_dataset(data, inc.context.transfer_syntax)
+        identifier = decode_dataset(
+            data, inc.context.transfer_syntax, max_inflated_size=MAX_INFLATED_IDENTIFIER
+        )
         for _ in identifier.iterall():
             pass  # pydicom converts lazily: an unknown VR or bad value raises now
         return identifier

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydicom import Dataset
 
+from ..config import MAX_INFLATED_IDENTIFIER
 from ..dicomfile import decode_dataset, encode_dataset
 from ..dimse.commands import CGetRQ, CMoveRQ, Message, Priority
 from ..dimse.status import StatusCategory, status_info
@@ -93,7 +94,7 @@ class RetrieveUser:
         result = RetrieveResult(info, completed, failed, warning, remaining)
         if data:
             try:
-                ident = decode_dataset(data, context_ts)
+                ident = decode_dataset(data, context_ts, max_inflated_size=MAX_INFLATED_IDENTIFIER)
                 failed_uids = ident.get("FailedSOPInstanceUIDList", [])
                 if isinstance(failed_uids, str):
                     failed_uids = [failed_uids]

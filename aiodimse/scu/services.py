@@ -14,6 +14,7 @@ from typing import Any
 from pydicom import Dataset
 
 from .. import uids
+from ..config import MAX_INFLATED_IDENTIFIER
 from ..dicomfile import (
     Part10Info,
     check_complete,
@@ -240,7 +241,11 @@ class ServiceUser:
             async def pending(message: Message, data: bytes | None) -> None:
                 nonlocal count
                 count += 1
-                match = Dataset() if data is None else decode_dataset(data, syntax)
+                match = (
+                    Dataset()
+                    if data is None
+                    else decode_dataset(data, syntax, max_inflated_size=MAX_INFLATED_IDENTIFIER)
+                )
                 if not await core.emit(match):
                     core.unclaimed.append(match)
 
