@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from _archive_support import instance, save
 
 import aiodimse
 from aiodimse.archive import Archive, ArchiveServer
+from aiodimse.archive.index import Record
 from aiodimse.dicomfile import dataset_bytes, read_part10
 from aiodimse.dimse.commands import CStoreRQ
 from aiodimse.errors import AssociationRejected, StatusError
@@ -501,4 +503,45 @@ async def test_a_deflate_bomb_is_refused_without_inflating_it(tmp_path: Path) ->
             assert status.code == 0xC000
             assert (await assoc.store(normal)).code == 0
         assert server.archive.count() == 1
+    server.archive.close()
+
+
+async def test_a_big_c_find_streams_from_the_index(tmp_path: Path) -> None:
+    """8,000 matching instances: the archive reads its index in batches as responses go
+    out, so the memory it allocates stays a small fraction of the result's size."""
+    server = ArchiveServer(tmp_path / "arch", port=0, host=HOST)
+    index = server.archive.index
+    index.begin()
+    for i in range(8_000):
+        record = Record(
+            sop_instance_uid=f"1.2.826.0.1.3680043.2.1143.9.{i}",
+            sop_class_uid=pydicom.uid.CTImageStorage,
+            transfer_syntax=pydicom.uid.ExplicitVRLittleEndian,
+            patient_id="BIG",
+            patient_name="BIG^FIND",
+            study_uid="1.2.826.0.1.3680043.2.1143.8",
+            series_uid="1.2.826.0.1.3680043.2.1143.7",
+            instance_number=str(i),
+        )
+        index.upsert(record, f"files/x/{i}.dcm", 1000)
+    index.commit()
+    query = {
+        "QueryRetrieveLevel": "IMAGE",
+        "StudyInstanceUID": "1.2.826.0.1.3680043.2.1143.8",
+        "SeriesInstanceUID": "",
+        "SOPInstanceUID": "",
+        "InstanceNumber": "",
+    }
+    async with server, connect(server) as assoc:
+        tracemalloc.start()
+        try:
+            count = 0
+            async for _match in assoc.find(query):
+                count += 1
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert count == 8_000
+    # All rows at once were ~3 MiB of tuples and strings here; a batch is a few hundred.
+    assert peak < 1536 * 1024, peak
     server.archive.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -449,12 +449,17 @@ class Index:
         self.db.execute("PRAGMA foreign_keys = ON")
         self.db.execute("PRAGMA busy_timeout = 5000")
         self.db.executescript(_SCHEMA)
+        # C-FIND results stream from a connection of their own: each query reads a
+        # snapshot (WAL) while stores go on committing through ``db``.
+        self.reader = sqlite3.connect(self.path, isolation_level=None)
+        self.reader.execute("PRAGMA busy_timeout = 5000")
 
     def close(self) -> None:
         try:
             self.db.execute("PRAGMA optimize")
         except sqlite3.Error:
             pass
+        self.reader.close()
         self.db.close()
 
     # -- writing -----------------------------------------------------------------------
@@ -620,6 +625,16 @@ class Index:
     def rows(self, plan: Plan) -> list[tuple[Any, ...]]:
         """All rows of a plan, read at once (no cursor stays open across ``await``)."""
         return self.db.execute(plan.sql, plan.params).fetchall()
+
+    def stream(self, plan: Plan, batch: int = 512) -> Generator[list[tuple[Any, ...]], None, None]:
+        """The rows of a plan in batches, read as they are asked for (memory stays flat
+        however many rows match); close the iterator to stop early."""
+        cursor = self.reader.execute(plan.sql, plan.params)
+        try:
+            while rows := cursor.fetchmany(batch):
+                yield rows
+        finally:
+            cursor.close()
 
     def iter_rows(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
         yield from self.db.execute(sql, params).fetchall()

@@ -14,6 +14,7 @@ with another study keeps its file and only its index rows move.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -357,29 +358,33 @@ class Archive:
         return self.sink.open(request)
 
     async def on_find(self, request: FindRequest) -> AsyncIterator[Dataset | bytes]:
-        """C-FIND at any level of the request's model, answered from the index."""
+        """C-FIND at any level of the request's model, answered from the index. Rows are
+        read in batches as the responses go out (never all at once), with a turn of the
+        event loop between batches."""
         model = _MODEL_OF_UID.get(request.sop_class_uid, "study")
         started = time.perf_counter()
         level = self._level(request.identifier, model, "C-FIND")
         plan = plan_query(request.identifier, level, retrieve_ae_title=self.ae_title)
-        rows = self.index.rows(plan)
+        batches = self.index.stream(plan)
         syntax = uids.transfer_syntax(request.transfer_syntax)
         sent = 0
         try:
-            for row in rows:
-                values, utf8 = _response_values(plan, row)
-                data = encode_identifier(values, utf8, syntax) if syntax else None
-                yield data if data is not None else self._response(plan, row)
-                sent += 1
+            for rows in batches:
+                for row in rows:
+                    values, utf8 = _response_values(plan, row)
+                    data = encode_identifier(values, utf8, syntax) if syntax else None
+                    yield data if data is not None else self._response(plan, row)
+                    sent += 1
+                await asyncio.sleep(0)  # a big result must not hold up the others
         finally:
+            batches.close()
             log.debug(
-                "#%d C-FIND %s level (%s) from %s: %d matches%s, %.1f ms",
+                "#%d C-FIND %s level (%s) from %s: %d matches sent, %.1f ms",
                 request.association.id,
                 level,
                 _MODEL_NAMES[model],
                 request.calling_ae,
-                len(rows),
-                "" if sent == len(rows) else f" ({sent} sent)",
+                sent,
                 (time.perf_counter() - started) * 1000,
             )
 
