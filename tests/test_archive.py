@@ -545,3 +545,31 @@ async def test_a_big_c_find_streams_from_the_index(tmp_path: Path) -> None:
     # All rows at once were ~3 MiB of tuples and strings here; a batch is a few hundred.
     assert peak < 1536 * 1024, peak
     server.archive.close()
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt"])
+async def test_files_gone_behind_the_index_are_named_as_failed(
+    tmp_path: Path, population: list[Path], damage: str
+) -> None:
+    """The index knows the UID of an instance whose file is missing or corrupt: the
+    C-GET ends with it in the Failed SOP Instance UID List (PS3.4 C.4.3.1.3.1)."""
+    async with ArchiveServer(tmp_path / "arch", port=0, host=HOST) as server:
+        await store_all(server, population)
+        archive = server.archive
+        query = {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": _study_uid(population[0])}
+        files = archive.retrieve_paths(query)
+        victim = files[0]
+        victim_uid = victim.stem
+        if damage == "missing":
+            victim.unlink()
+        else:
+            victim.write_bytes(b"not DICOM any more" * 10)
+        async with connect(server, contexts=aiodimse.contexts.for_get()) as assoc:
+            result = await assoc.get(query, check=False)
+        assert result.failed == 1 and result.completed == len(files) - 1
+        assert result.failed_instances == [victim_uid]
+    server.archive.close()
+
+
+def _study_uid(path: Path) -> str:
+    return str(pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID)

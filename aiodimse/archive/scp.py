@@ -23,6 +23,7 @@ import shutil
 import time
 import zlib
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 from typing import Any, Final
@@ -147,6 +148,16 @@ def _read_deflated_header(
                 continue  # an element cut by the end of what is inflated so far
             if stopped or finished:
                 return ds
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedFile:
+    """An instance a C-GET/C-MOVE sends: its file, and its UID as the index knows it (so
+    that a file gone missing or corrupt is still named in the Failed SOP Instance UID
+    List, PS3.4 C.4.2.1.5)."""
+
+    path: Path
+    sop_instance_uid: str
 
 
 def _bucket(sop_instance_uid: str) -> str:
@@ -349,7 +360,7 @@ class Archive:
         self, identifier: Dataset | Mapping[str, Any], model: str = "study"
     ) -> list[Path]:
         """The files a C-GET/C-MOVE with this identifier sends (see :meth:`on_get`)."""
-        return self._paths(to_dataset(identifier), model, "C-GET")
+        return [f.path for f in self._files(to_dataset(identifier), model, "C-GET")]
 
     # -- the handler -------------------------------------------------------------------
 
@@ -388,18 +399,18 @@ class Archive:
                 (time.perf_counter() - started) * 1000,
             )
 
-    def on_get(self, request: RetrieveRequest) -> list[Path]:
+    def on_get(self, request: RetrieveRequest) -> list[IndexedFile]:
         """C-GET: the files of the matching instances, sent back on the association."""
         return self._retrieve(request, "C-GET")
 
-    def on_move(self, request: RetrieveRequest) -> list[Path]:
+    def on_move(self, request: RetrieveRequest) -> list[IndexedFile]:
         """C-MOVE: the files of the matching instances, sent to ``request.destination``
         (resolved by the server's ``destinations`` table)."""
         return self._retrieve(request, "C-MOVE")
 
-    def _retrieve(self, request: RetrieveRequest, service: str) -> list[Path]:
+    def _retrieve(self, request: RetrieveRequest, service: str) -> list[IndexedFile]:
         model = _MODEL_OF_UID.get(request.sop_class_uid, "study")
-        paths = self._paths(request.identifier, model, service)
+        paths = self._files(request.identifier, model, service)
         log.debug(
             "#%d %s %s level (%s) from %s%s: %d instances",
             request.association.id,
@@ -412,7 +423,7 @@ class Archive:
         )
         return paths
 
-    def _paths(self, identifier: Dataset, model: str, service: str) -> list[Path]:
+    def _files(self, identifier: Dataset, model: str, service: str) -> list[IndexedFile]:
         level = self._level(identifier, model, service)
         # PS3.4 C.4.2.2.1: a retrieve names the entities by the unique key of its level.
         if not element_text(identifier, UNIQUE_KEYS[level]):
@@ -424,12 +435,12 @@ class Archive:
         plan = plan_query(
             identifier,
             level,
-            select=["i.path"],
+            select=["i.path", "i.sop_uid"],
             from_level="IMAGE",
             order_by="st.id, se.series_number, se.id, i.instance_number, i.id",
         )
         root = self.root
-        return [root / row[0] for row in self.index.rows(plan)]
+        return [IndexedFile(root / path, uid) for path, uid in self.index.rows(plan)]
 
     def _level(self, identifier: Dataset, model: str, service: str) -> str:
         level = element_text(identifier, 0x00080052).upper()
