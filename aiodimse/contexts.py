@@ -129,6 +129,54 @@ _COMMON_KEYWORDS = (
 #: The storage SOP classes proposed by default (UIDs), in a stable order.
 COMMON_STORAGE: tuple[str, ...] = tuple(uids.STORAGE_SOP_CLASSES[k] for k in _COMMON_KEYWORDS)
 
+#: Image storage classes that also get a context for compressed syntaxes in
+#: :func:`for_get`, most common first (as many as fit under 128 contexts).
+IMAGE_STORAGE: tuple[str, ...] = tuple(
+    uids.STORAGE_SOP_CLASSES[k]
+    for k in (
+        "CTImageStorage",
+        "MRImageStorage",
+        "ComputedRadiographyImageStorage",
+        "DigitalXRayImageStorageForPresentation",
+        "DigitalMammographyXRayImageStorageForPresentation",
+        "UltrasoundImageStorage",
+        "UltrasoundMultiFrameImageStorage",
+        "SecondaryCaptureImageStorage",
+        "XRayAngiographicImageStorage",
+        "XRayRadiofluoroscopicImageStorage",
+        "NuclearMedicineImageStorage",
+        "PositronEmissionTomographyImageStorage",
+        "EnhancedCTImageStorage",
+        "EnhancedMRImageStorage",
+        "DigitalXRayImageStorageForProcessing",
+        "DigitalMammographyXRayImageStorageForProcessing",
+        "BreastTomosynthesisImageStorage",
+        "MultiFrameTrueColorSecondaryCaptureImageStorage",
+        "MultiFrameGrayscaleByteSecondaryCaptureImageStorage",
+        "MultiFrameGrayscaleWordSecondaryCaptureImageStorage",
+        "VLPhotographicImageStorage",
+        "OphthalmicPhotography8BitImageStorage",
+        "EnhancedXAImageStorage",
+        "RTImageStorage",
+    )
+    if k in uids.STORAGE_SOP_CLASSES
+)
+
+#: The compressed syntaxes a C-GET SCU offers to receive (PS3.5 A.4), in one context per
+#: image class: the SCP picks the one it holds.
+COMPRESSED_TRANSFER_SYNTAXES: tuple[str, ...] = (
+    uids.JPEG_LOSSLESS_SV1,
+    uids.JPEG_BASELINE_8BIT,
+    uids.JPEG_EXTENDED_12BIT,
+    uids.JPEG_LOSSLESS,
+    uids.JPEG_2000_LOSSLESS,
+    uids.JPEG_2000,
+    uids.JPEG_LS_LOSSLESS,
+    uids.JPEG_LS_NEAR_LOSSLESS,
+    uids.RLE_LOSSLESS,
+    uids.HTJ2K_LOSSLESS,
+)
+
 #: What a storage SCU offers for each class: explicit then implicit VR little endian.
 #: Deflate and big endian are not offered by default: an SCP that accepts "all syntaxes"
 #: may pick Deflated, and every instance would then be re-encoded and compressed.
@@ -180,17 +228,26 @@ def for_get(
     *,
     models: Sequence[str] = ("study", "patient"),
     transfer_syntaxes: Sequence[str] = STORAGE_TRANSFER_SYNTAXES,
+    compressed: Sequence[str] = COMPRESSED_TRANSFER_SYNTAXES,
 ) -> list[ContextRequest]:
     """What a C-GET SCU proposes: the GET models and the storage classes it expects with
-    the SCP role (PS3.4 C.4.3, PS3.7 D.3.3.4), plus Verification and FIND."""
+    the SCP role (PS3.4 C.4.3, PS3.7 D.3.3.4), plus Verification and FIND. Each class gets
+    a context for ``transfer_syntaxes`` (uncompressed), and the common image classes a
+    second one for the ``compressed`` syntaxes, as many as fit under 128 contexts: a
+    context carries one syntax once accepted, and an instance stored compressed can only
+    be sent in its own syntax."""
     contexts = verification() + query_retrieve(move=False, models=models)
     room = MAX_CONTEXTS - len(contexts)
     classes = list(dict.fromkeys(sop_classes))
     if len(classes) > room:
         raise ValueError(f"{len(classes)} storage classes do not fit; at most {room}")
-    return contexts + storage(
-        classes, transfer_syntaxes=transfer_syntaxes, scu_role=False, scp_role=True
-    )
+    contexts += storage(classes, transfer_syntaxes=transfer_syntaxes, scu_role=False, scp_role=True)
+    if compressed:
+        wanted = set(classes)
+        images = [uid for uid in IMAGE_STORAGE if uid in wanted]
+        images = images[: MAX_CONTEXTS - len(contexts)]
+        contexts += storage(images, transfer_syntaxes=compressed, scu_role=False, scp_role=True)
+    return contexts
 
 
 def for_instances(

@@ -308,6 +308,14 @@ class Server:
             # to receive; we play their SCU.
             for uid in self.storage_classes:
                 scu_roles[uid] = self.storage_transfer_syntaxes
+        held = _method(handler, "retrieve_transfer_syntaxes")
+        if scu_roles and held is not None:
+            # For the contexts on which we will send (C-GET), prefer the syntaxes the
+            # instances are held in: one that must be converted may not be convertible.
+            for uid, syntaxes in dict(held()).items():
+                order = list(dict.fromkeys(syntaxes))
+                base = scu_roles.get(uid, self.storage_transfer_syntaxes)
+                scu_roles[uid] = tuple(order + [t for t in base if t not in order])
         known = set(supported) | set(scu_roles) | set(uids.QUERY_RETRIEVE_SOP_CLASSES.values())
         if self.accept_unknown_storage:
             for ctx in rq.presentation_contexts:

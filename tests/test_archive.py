@@ -13,6 +13,7 @@ from typing import Any
 import pydicom
 import pytest
 from _archive_support import instance, save
+from pydicom.data import get_testdata_file
 
 import aiodimse
 from aiodimse.archive import Archive, ArchiveServer
@@ -573,3 +574,33 @@ async def test_files_gone_behind_the_index_are_named_as_failed(
 
 def _study_uid(path: Path) -> str:
     return str(pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID)
+
+
+async def test_compressed_instances_come_back_by_c_get(tmp_path: Path) -> None:
+    """contexts.for_get() proposes the common compressed syntaxes for the image classes,
+    and the archive accepts a C-GET association in the syntaxes it holds: a JPEG and a
+    JPEG 2000 instance come back byte for byte, next to an uncompressed one. (One
+    compressed syntax per SOP class and association: the one most of the class is held in.)
+    """
+    names = ["SC_jpeg_no_color_transform.dcm", "MR_small_jp2klossless.dcm"]
+    files = [Path(get_testdata_file(n)) for n in names] + [Path(get_testdata_file("CT_small.dcm"))]
+    async with ArchiveServer(tmp_path / "arch", port=0, host=HOST) as server:
+        await store_all(server, files)
+        got = aiodimse.DirectorySink(tmp_path / "got")
+        async with connect(server, contexts=aiodimse.contexts.for_get()) as assoc:
+            for path in files:
+                uid = read_part10(path).sop_instance_uid
+                result = await assoc.get(
+                    {
+                        "QueryRetrieveLevel": "IMAGE",
+                        "StudyInstanceUID": _study_uid(path),
+                        "SeriesInstanceUID": str(pydicom.dcmread(path).SeriesInstanceUID),
+                        "SOPInstanceUID": uid,
+                    },
+                    receiver=got,
+                )
+                assert result.ok and [i.sop_instance_uid for i in result.instances] == [uid]
+                (instance,) = result.instances
+                assert instance.transfer_syntax == read_part10(path).transfer_syntax_uid
+                assert instance.path is not None and _payload(instance.path) == _payload(path)
+    server.archive.close()

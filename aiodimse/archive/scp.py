@@ -255,6 +255,8 @@ class Archive:
         self.sink = _ArchiveSink(self, self.files_dir, fsync=fsync)
         self.ae_title = ae_title
         self.stored_count = 0
+        #: (stored_count when computed, what retrieve_transfer_syntaxes answers)
+        self._held: tuple[int, dict[str, list[str]]] | None = None
         self._closed = False
 
     def close(self) -> None:
@@ -322,6 +324,7 @@ class Archive:
     def _commit_batch(self, pending: list[tuple[Record, Path, Path, int]]) -> int:
         if not pending:
             return 0
+        self._held = None  # what the index holds changes
         index = self.index
         renamed: list[Path] = []
         index.begin()
@@ -363,6 +366,20 @@ class Archive:
         return [f.path for f in self._files(to_dataset(identifier), model, "C-GET")]
 
     # -- the handler -------------------------------------------------------------------
+
+    def retrieve_transfer_syntaxes(self) -> dict[str, list[str]]:
+        """The transfer syntaxes the instances of each SOP class are held in, most
+        instances first: a C-GET association is accepted in those where it can be."""
+        if self._held is None or self._held[0] != self.stored_count:
+            rows = self.index.iter_rows(
+                "SELECT sop_class_uid, transfer_syntax, COUNT(*) AS n FROM instances"
+                " GROUP BY sop_class_uid, transfer_syntax ORDER BY n DESC"
+            )
+            held: dict[str, list[str]] = {}
+            for sop_class, syntax, _ in rows:
+                held.setdefault(str(sop_class), []).append(str(syntax))
+            self._held = (self.stored_count, held)
+        return self._held[1]
 
     def open_store(self, request: StoreRequest) -> FileWriter:
         """C-STORE: stream the data set to a temporary file (see :class:`_ArchiveWriter`)."""
