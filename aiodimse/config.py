@@ -18,6 +18,7 @@ __all__ = [
     "MAX_INFLATED_IDENTIFIER",
     "MIN_UNASSOCIATED",
     "SERVER_IDLE_TIMEOUT",
+    "UNASSOCIATED_GRACE",
     "Timeouts",
 ]
 
@@ -32,6 +33,8 @@ SERVER_IDLE_TIMEOUT: Final = 300.0
 #: A server keeps at least this many connections that have not associated yet (by
 #: default twice its association limit); past it, the oldest is closed.
 MIN_UNASSOCIATED: Final = 64
+#: ...and closes one only once it has not associated for this long (seconds).
+UNASSOCIATED_GRACE: Final = 1.0
 #: A Deflated identifier (C-FIND/C-GET/C-MOVE, either side) may inflate to this many
 #: bytes; past it the message is refused (a small stream can inflate to gigabytes).
 MAX_INFLATED_IDENTIFIER: Final = 16 * 1024 * 1024

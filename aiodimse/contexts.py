@@ -223,6 +223,10 @@ def default() -> list[ContextRequest]:
     return verification() + query_retrieve() + storage()
 
 
+#: Contexts for_get() leaves free for the caller to add (e.g. the C-MOVE models).
+_ROOM_LEFT = 8
+
+
 def for_get(
     sop_classes: Iterable[str] = COMMON_STORAGE,
     *,
@@ -233,9 +237,9 @@ def for_get(
     """What a C-GET SCU proposes: the GET models and the storage classes it expects with
     the SCP role (PS3.4 C.4.3, PS3.7 D.3.3.4), plus Verification and FIND. Each class gets
     a context for ``transfer_syntaxes`` (uncompressed), and the common image classes a
-    second one for the ``compressed`` syntaxes, as many as fit under 128 contexts: a
-    context carries one syntax once accepted, and an instance stored compressed can only
-    be sent in its own syntax."""
+    second one for the ``compressed`` syntaxes, as many as fit while leaving room for 8
+    more contexts (the MOVE models, say) under PS3.8's 128: a context carries one syntax
+    once accepted, and an instance stored compressed can only be sent in its own."""
     contexts = verification() + query_retrieve(move=False, models=models)
     room = MAX_CONTEXTS - len(contexts)
     classes = list(dict.fromkeys(sop_classes))
@@ -245,7 +249,7 @@ def for_get(
     if compressed:
         wanted = set(classes)
         images = [uid for uid in IMAGE_STORAGE if uid in wanted]
-        images = images[: MAX_CONTEXTS - len(contexts)]
+        images = images[: MAX_CONTEXTS - _ROOM_LEFT - len(contexts)]
         contexts += storage(images, transfer_syntaxes=compressed, scu_role=False, scp_role=True)
     return contexts
 

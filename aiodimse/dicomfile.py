@@ -8,7 +8,6 @@ decoded and re-encoded with pydicom (``convert_dataset_bytes``).
 
 from __future__ import annotations
 
-import mmap
 import os
 import struct
 import sys
@@ -231,112 +230,6 @@ def _is_deflated(values: dict[int, bytes]) -> bool:
         return False
     ts = transfer_syntax(raw.decode("ascii", "replace").strip("\x00 "))
     return ts is not None and ts.is_deflated
-
-
-class TruncatedDatasetError(NotDicomError):
-    """A Part 10 file whose data set ends before its last element does (a cut-short copy)."""
-
-
-_ITEM = 0xFFFEE000
-_ITEM_END = 0xFFFEE00D
-_SEQUENCE_END = 0xFFFEE0DD
-_UNDEFINED = 0xFFFFFFFF
-
-
-def check_complete(path: PathLike, info: Part10Info) -> None:
-    """Walk the data set's element headers (PS3.5 7.1, 7.5) without decoding any value,
-    and raise :class:`TruncatedDatasetError` if an element, item or sequence runs past the
-    end of the file. A deflated data set is inflated (and thrown away) to check that its
-    stream is whole."""
-    ts = transfer_syntax(info.transfer_syntax_uid)
-    name = os.fspath(path)
-    with open(name, "rb") as fp:
-        if ts is not None and ts.is_deflated:
-            fp.seek(info.dataset_offset)
-            _check_deflated(fp, name)
-            return
-        size = os.fstat(fp.fileno()).st_size
-        if size <= info.dataset_offset:
-            return  # an empty data set
-        with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as view:
-            explicit = ts is None or not ts.is_implicit_vr
-            little = ts is None or ts.is_little_endian
-            _walk(view, name, info.dataset_offset, size, explicit, "<" if little else ">")
-
-
-def _check_deflated(fp: BinaryIO, name: str) -> None:
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    while chunk := fp.read(1 << 20):
-        try:
-            inflater.decompress(chunk, 1 << 20)
-            # (zlib may keep a byte in unconsumed_tail once the stream has ended)
-            while inflater.unconsumed_tail and not inflater.eof:
-                inflater.decompress(inflater.unconsumed_tail, 1 << 20)
-        except zlib.error as exc:
-            raise TruncatedDatasetError(f"{name}: the deflated data set is broken: {exc}") from None
-        if inflater.eof:
-            return
-    raise TruncatedDatasetError(f"{name}: the deflated data set ends early")
-
-
-def _walk(data: mmap.mmap, name: str, pos: int, end: int, explicit: bool, order: str) -> None:
-    """Element headers in order from ``pos``; values skipped. Sequences and encapsulated
-    pixel data of undefined length are followed item by item (a stack of what is open)."""
-    header = struct.Struct(order + "HH2sH").unpack_from  # tag, explicit VR, 16-bit length
-    implicit = struct.Struct(order + "HHL").unpack_from  # tag, 32-bit length; delimiters
-    long_length = struct.Struct(order + "L").unpack_from
-    long_vrs = _LONG_VRS
-    # What is open: "S" a sequence (items until a sequence delimiter), "I" an item of
-    # undefined length (elements until an item delimiter).
-    stack: list[str] = []
-    group = element = -1
-    cut = False
-    while stack or pos < end:
-        if pos + 8 > end:
-            cut = True
-            break
-        if stack and stack[-1] == "S":
-            group, element, length = implicit(data, pos)
-            tag = (group << 16) | element
-            pos += 8
-            if tag == _SEQUENCE_END:
-                stack.pop()
-            elif tag != _ITEM:
-                raise TruncatedDatasetError(
-                    f"{name}: expected an item at byte {pos - 8}, found ({group:04X},{element:04X})"
-                )
-            elif length == _UNDEFINED:
-                stack.append("I")
-            else:
-                pos += length
-            continue
-        if explicit:
-            group, element, vr, length = header(data, pos)
-            tag = (group << 16) | element
-            pos += 8
-            if tag in (_ITEM, _ITEM_END, _SEQUENCE_END):
-                length = implicit(data, pos - 8)[2]
-            elif vr in long_vrs:
-                if pos + 4 > end:
-                    cut = True
-                    break
-                (length,) = long_length(data, pos)
-                pos += 4
-        else:
-            group, element, length = implicit(data, pos)
-            tag = (group << 16) | element
-            pos += 8
-        if tag == _ITEM_END and stack:
-            stack.pop()  # the end of an item of undefined length
-        elif length == _UNDEFINED:
-            stack.append("S")  # a sequence, or encapsulated pixel data: items follow
-        else:
-            pos += length
-    if pos <= end and not stack and not cut:
-        return
-    where = f"in ({group:04X},{element:04X})" if group >= 0 else "before its first element"
-    short = f", {pos - end} bytes short" if pos > end else ""
-    raise TruncatedDatasetError(f"{name}: the data set ends early, {where}{short}")
 
 
 def open_dataset(path: PathLike, info: Part10Info) -> BinaryIO:

@@ -28,6 +28,7 @@ from .config import (
     DEFAULT_MAX_IN_MEMORY,
     DEFAULT_MAX_PDU,
     MIN_UNASSOCIATED,
+    UNASSOCIATED_GRACE,
     Timeouts,
 )
 from .errors import check_ae_title
@@ -79,7 +80,8 @@ class Server:
     sub-associations to them (None: plain TCP). ``max_unassociated`` bounds the
     connections that have not associated yet (default twice ``max_associations``, at
     least ``config.MIN_UNASSOCIATED``): past it
-    the oldest is closed, so idle connections cannot lock legitimate clients out.
+    the oldest is closed if it has been silent for ``unassociated_grace`` seconds (so a
+    burst of clients is not cut), so idle connections cannot lock legitimate clients out.
 
     It listens on ``host`` (127.0.0.1 unless told otherwise) and behaves like
     ``asyncio.Server``: ``await start()`` (or ``async with``), ``is_serving()``,
@@ -111,6 +113,7 @@ class Server:
         backlog: int = 128,
         move_ssl: _ssl.SSLContext | None = None,
         max_unassociated: int | None = None,
+        unassociated_grace: float = UNASSOCIATED_GRACE,
     ) -> None:
         check_ae_title(ae_title, "ae_title")
         self.handler = handler
@@ -144,7 +147,9 @@ class Server:
             if max_unassociated is not None
             else max(2 * max_associations, MIN_UNASSOCIATED)
         )
-        self._unassociated: dict[Association, None] = {}
+        self.unassociated_grace = unassociated_grace
+        #: Connections not associated yet, oldest first, with the time each came.
+        self._unassociated: dict[Association, float] = {}
         self.associations: set[Association] = set()
         self._server: asyncio.Server | None = None
         self._idle = asyncio.Event()
@@ -251,17 +256,23 @@ class Server:
             # (and waited for) forever.
             self.associations.add(assoc)
             self._idle.clear()
-            self._unassociated[assoc] = None
+            now = assoc.link.loop.time()
+            self._unassociated[assoc] = now
             if len(self._unassociated) > self.max_unassociated:
-                oldest = next(iter(self._unassociated))
-                self._unassociated.pop(oldest)
-                log.warning(
-                    "#%d %d connections have not associated: closing the oldest, from %s",
-                    oldest.id,
-                    self.max_unassociated + 1,
-                    oldest.link.peer_name(),
-                )
-                oldest.link.abort_now("too many connections that do not associate")
+                oldest, since = next(iter(self._unassociated.items()))
+                # A burst of clients whose requests are still unread is no reason to close
+                # one: only a connection silent for the grace period is.
+                if now - since >= self.unassociated_grace:
+                    self._unassociated.pop(oldest)
+                    log.warning(
+                        "#%d %d connections have not associated: closing the oldest, from %s,"
+                        " silent for %.1f s",
+                        oldest.id,
+                        self.max_unassociated + 1,
+                        oldest.link.peer_name(),
+                        now - since,
+                    )
+                    oldest.link.abort_now("too many connections that do not associate")
 
         def established() -> None:
             self._unassociated.pop(assoc, None)

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -74,28 +72,9 @@ def main() -> int:
     n, per = args.associations, args.per_assoc
     files = write_study(work / "src", make_study(n * per, rows=32, cols=32, seed="flood"))
     groups = [files[i * per : (i + 1) * per] for i in range(n)]
-    port = peers.free_port()
-    log_path = work / "qrscp.log"
-    with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "aiodimse",
-                "qrscp",
-                "--port",
-                str(port),
-                "--storage",
-                str(work / "archive"),
-                "--aet",
-                "QRSCP",
-            ],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    peer = peers.start_aiodimse_qrscp(peers.free_port(), work / "archive", work_dir=work)
+    port, proc = peer.port, peer.proc
     try:
-        peers.wait_for_port("127.0.0.1", port, 30.0, proc)
         before = _status(proc.pid)
         started = time.perf_counter()
         outcomes = asyncio.run(_flood(port, groups))
@@ -103,17 +82,13 @@ def main() -> int:
         after = _status(proc.pid)
         alive = proc.poll() is None
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        peer.stop()
     db = sqlite3.connect(work / "archive" / "index.sqlite")
     (indexed,) = db.execute("SELECT COUNT(*) FROM instances").fetchone()
     db.close()
     stored_files = sum(1 for p in (work / "archive" / "files").rglob("*.dcm"))
     partial = sum(1 for p in (work / "archive" / "files").rglob("*.part"))
-    log = log_path.read_text(errors="replace")
+    log = peer.log()
     errors = [line for line in log.splitlines() if " ERROR " in line or "Traceback" in line]
     total = n * per
     print(f"flood of aiodimse qrscp: {n} concurrent associations x {per} stores ({total})")

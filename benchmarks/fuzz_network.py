@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,28 +41,9 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=30.0, help="stop after this long")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="aiodimse-fuzz-"))
-    port = peers.free_port()
-    log_path = work / "qrscp.log"
-    with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "aiodimse",
-                "qrscp",
-                "--port",
-                str(port),
-                "--storage",
-                str(work / "archive"),
-                "--aet",
-                "QRSCP",
-            ],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    peer = peers.start_aiodimse_qrscp(peers.free_port(), work / "archive", work_dir=work)
+    port, proc = peer.port, peer.proc
     try:
-        peers.wait_for_port("127.0.0.1", port, 30.0, proc)
         rss_before = _rss_mib(proc.pid)
         started = time.monotonic()
         deadline = started + args.minutes * 60
@@ -100,12 +79,8 @@ def main() -> int:
         alive = proc.poll() is None
         rss_after = _rss_mib(proc.pid) if alive else 0.0
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    log = log_path.read_text(errors="replace")
+        peer.stop()
+    log = peer.log()
     errors = [line for line in log.splitlines() if " ERROR " in line or "Traceback" in line]
     print(
         f"\nnetwork fuzz of aiodimse qrscp, seed {args.seed}: {report.cases} cases in"

@@ -24,7 +24,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "aiodimse"
 #: names it or a package above it.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("core", ("enums", "config", "errors", "uids", "pdu", "ul", "dimse")),
-    ("files", ("dicomfile", "query", "contexts", "tls")),
+    ("files", ("dicomfile", "completeness", "query", "contexts", "tls")),
     ("transport", ("transport",)),
     ("types", ("requests", "results", "sinks")),
     ("services", ("scu", "scp")),

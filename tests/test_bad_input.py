@@ -526,7 +526,13 @@ async def test_connections_that_never_associate_cannot_lock_clients_out(
     client still gets in at once, long before the ARTIM timer would free anything."""
     timeouts = aiodimse.Timeouts(acse=60.0, dimse=10.0)
     async with aiodimse.StorageServer(
-        tmp_path, LOCAL, 0, ae_title="STORE", timeouts=timeouts, max_unassociated=3
+        tmp_path,
+        LOCAL,
+        0,
+        ae_title="STORE",
+        timeouts=timeouts,
+        max_unassociated=3,
+        unassociated_grace=0.0,  # (a burst of real clients has a grace period)
     ) as server:
         idle = [await asyncio.open_connection(LOCAL, server.port) for _ in range(6)]
         with caplog.at_level("WARNING", logger="aiodimse.server"):
@@ -590,3 +596,32 @@ def test_out_of_descriptors_the_server_backs_off_with_one_line(tmp_path: Path) -
     log = log_path.read_text()
     assert "Traceback" not in log, log
     assert "cannot accept connections: too many open files; backing off" in log
+
+
+async def test_a_burst_of_clients_is_refused_properly_not_cut(tmp_path: Path) -> None:
+    """Twelve clients at once into a server that takes two associations and keeps four
+    connections that have not associated: none is cut for being unassociated (their
+    requests are merely unread yet); two associate, ten get local-limit-exceeded."""
+    async with aiodimse.StorageServer(
+        tmp_path,
+        LOCAL,
+        0,
+        ae_title="STORE",
+        timeouts=QUICK,
+        max_associations=2,
+        max_unassociated=4,
+    ) as server:
+        results = await asyncio.gather(
+            *(
+                aiodimse.connect(LOCAL, server.port, called_ae="STORE", timeouts=QUICK)
+                for _ in range(12)
+            ),
+            return_exceptions=True,
+        )
+        accepted = [r for r in results if isinstance(r, aiodimse.Association)]
+        refused = [
+            r for r in results if isinstance(r, aiodimse.AssociationRejected) and r.reason == 2
+        ]
+        assert (len(accepted), len(refused)) == (2, 10), results
+        for assoc in accepted:
+            await assoc.release()

@@ -14,10 +14,10 @@ from typing import Any
 from pydicom import Dataset
 
 from .. import uids
+from ..completeness import check_complete
 from ..config import MAX_INFLATED_IDENTIFIER
 from ..dicomfile import (
     Part10Info,
-    check_complete,
     convert_dataset_bytes,
     dataset_bytes,
     decode_dataset,

@@ -387,6 +387,23 @@ def _check_aet(aet: str) -> str:
     return aet
 
 
+def start_aiodimse_qrscp(
+    port: int,
+    storage: Path,
+    *,
+    aet: str = "QRSCP",
+    work_dir: Path,
+    extra: Sequence[str] = (),
+    timeout: float = 30.0,
+) -> PeerProcess:
+    """Start ``aiodimse qrscp`` (the embedded archive, as its command line runs it) in a
+    process of its own on 127.0.0.1; its log is ``peer.log()``."""
+    argv = [sys.executable, "-m", "aiodimse", "qrscp", "--port", str(port)]
+    argv += ["--storage", str(storage), "--aet", aet, *extra]
+    peer = PeerProcess("aiodimse-qrscp", argv, port=port, aet=aet, work_dir=work_dir)
+    return _start(peer, timeout)
+
+
 def start_pynetdicom_qrscp(
     port: int,
     files: Sequence[Path],
