@@ -140,3 +140,24 @@ def test_bench_window_quick(tmp_path: Path) -> None:
         for run in rows["window"]["runs"]:
             # Our SCP grants what was proposed, and the client really overlapped requests.
             assert run["negotiated_window"] == [8, 8] and run["peak_outstanding"] > 1
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "says"),
+    [
+        ("fuzz_network", ["--cases", "300"], "liveness checks: 1, failed: 0"),
+        ("flood_qrscp", ["--associations", "30", "--per-assoc", "2"], "nothing lost: yes"),
+        ("find_50k", ["--matches", "300"], "C-FIND of 300 matches"),
+    ],
+)
+def test_robustness_runs_small(name: str, args: list[str], says: str) -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / f"{name}.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert out.returncode == 0, f"{name}: {out.stdout}\n{out.stderr}"
+    assert says in out.stdout, out.stdout
