@@ -30,7 +30,7 @@ from typing import Any, Final
 
 from pydicom import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.filereader import read_dataset, read_partial
+from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag
 
 from .. import uids
@@ -100,13 +100,13 @@ def read_header(
     syntax = uids.transfer_syntax(info.transfer_syntax_uid)
     if syntax is not None and syntax.is_deflated:
         return _read_deflated_header(path, info, max_inflated), info.transfer_syntax_uid
+    # The file meta is read (above): go straight to the data set.
+    implicit = syntax is not None and syntax.is_implicit_vr
+    little = syntax is None or syntax.is_little_endian
     with open(path, "rb") as fp:
-        ds = read_partial(fp, stop_when=_after_group_0020)
-    meta = getattr(ds, "file_meta", None)
-    ts = str(meta.get("TransferSyntaxUID", "") or "") if meta is not None else ""
-    if not ts:
-        raise InvalidDicomError(f"{os.fspath(path)}: no Transfer Syntax UID in the file meta")
-    return ds, ts
+        fp.seek(info.dataset_offset)
+        ds = read_dataset(fp, implicit, little, stop_when=_after_group_0020)
+    return ds, info.transfer_syntax_uid
 
 
 def _read_deflated_header(
