@@ -12,15 +12,10 @@ import struct
 import zlib
 from typing import BinaryIO
 
-from .dicomfile import NotDicomError, Part10Info, PathLike
+from .dicomfile import LONG_VRS, NotDicomError, Part10Info, PathLike
 from .uids import transfer_syntax
 
 __all__ = ["TruncatedDatasetError", "check_complete"]
-
-# PS3.5 7.1.2: explicit VRs with a 2-byte reserved field and a 32-bit length.
-_LONG_VRS = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-)
 
 
 class TruncatedDatasetError(NotDicomError):
@@ -75,7 +70,7 @@ def _walk(data: mmap.mmap, name: str, pos: int, end: int, explicit: bool, order:
     header = struct.Struct(order + "HH2sH").unpack_from  # tag, explicit VR, 16-bit length
     implicit = struct.Struct(order + "HHL").unpack_from  # tag, 32-bit length; delimiters
     long_length = struct.Struct(order + "L").unpack_from
-    long_vrs = _LONG_VRS
+    long_vrs = LONG_VRS
     # What is open: "S" a sequence (items until a sequence delimiter), "I" an item of
     # undefined length (elements until an item delimiter).
     stack: list[str] = []

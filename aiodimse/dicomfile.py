@@ -36,6 +36,7 @@ from .uids import (
 
 __all__ = [
     "DICM_PREFIX",
+    "LONG_VRS",
     "PREAMBLE_LENGTH",
     "InvalidDatasetError",
     "MetaElement",
@@ -58,8 +59,8 @@ _META_START: Final = PREAMBLE_LENGTH + len(DICM_PREFIX)
 _MAX_META_LENGTH: Final = 1 << 20  # a file meta group beyond 1 MiB is not a real one
 _READ_AHEAD: Final = 4096  # one read covers the preamble and any usual file meta
 
-# PS3.5 7.1.2: explicit VRs with a 2-byte reserved field and a 32-bit length.
-_LONG_VRS: Final = frozenset(
+#: PS3.5 7.1.2: explicit VRs with a 2-byte reserved field and a 32-bit length.
+LONG_VRS: Final = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
 
@@ -181,7 +182,7 @@ def _parse_part10(name: str, reader: _Reader, file_size: int) -> Part10Info:
         vr = bytes(buf[pos + 4 : pos + 6])
         if not (vr.isalpha() and vr.isupper()):
             raise NotDicomError(f"{name}: file meta is not explicit VR (PS3.10 7.1)")
-        if vr in _LONG_VRS:
+        if vr in LONG_VRS:
             if not reader.ensure(pos + 12):
                 raise NotDicomError(f"{name}: file meta truncated at byte {pos}")
             buf = reader.buf

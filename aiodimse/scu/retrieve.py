@@ -29,7 +29,7 @@ from ..results import Progress, RetrieveResult, StoredInstance
 from ..sinks import MemorySink, MoveReceiver, MoveTracker, Sink, StorageHandler
 from ..transport.exchange import Exchange, Outgoing
 from .operation import Operation, OperationCore
-from .services import context_for, failure_error
+from .services import context_for, failure_error, result_detail
 
 __all__ = ["Retrieval", "RetrieveUser", "StoreDiversion"]
 
@@ -313,19 +313,7 @@ def _incomplete(result: RetrieveResult, message: Message, service: str) -> Statu
         return None
     if not result.failed and not result.undelivered:
         return None
-    parts = [f"{result.completed} completed, {result.failed} failed, {result.warning} warning"]
-    comment = str(getattr(message, "error_comment", None) or "").strip()
-    if comment:
-        parts.insert(0, comment)
-    if result.failed_instances:
-        shown = ", ".join(result.failed_instances[:3])
-        more = len(result.failed_instances) - 3
-        parts.append(f"failed: {shown}" + (f" and {more} more" if more > 0 else ""))
-    if result.undelivered:
-        parts.append(
-            f"{result.undelivered} of {result.completed + result.warning} reported completed"
-            f" never arrived here ({len(result.instances)} did)"
-        )
-    error = IncompleteRetrieval(result.status.code, result.status.name, "; ".join(parts), service)
+    detail = result_detail(result, message)
+    error = IncompleteRetrieval(result.status.code, result.status.name, detail, service)
     error.result = result
     return error

@@ -34,7 +34,15 @@ from ..transport.wire import FileRegion
 from ..ul.negotiation import Negotiated, NegotiatedContext
 from .operation import Operation, OperationCore
 
-__all__ = ["Find", "ServiceUser", "StoreSource", "checked", "context_for"]
+__all__ = [
+    "Find",
+    "ServiceUser",
+    "StoreSource",
+    "checked",
+    "context_for",
+    "failure_error",
+    "result_detail",
+]
 
 StoreSource = str | os.PathLike[str] | Dataset
 
@@ -82,11 +90,10 @@ def checked(message: Message, service: str, check: bool, what: str | None = None
     return info
 
 
-def failure_error(result: Any, message: Message, service: str) -> StatusError | None:
-    """The StatusError for a result whose status is a Failure (None otherwise), saying
-    what the final response said: its comment, the counts, the failed instances."""
-    if result.status.category is not StatusCategory.FAILURE:
-        return None
+def result_detail(result: Any, message: Message) -> str:
+    """What an operation's end says, for an error message: the final response's comment,
+    the sub-operation counts, the first failed instances, and (C-MOVE into a receiver)
+    how many reported completed never arrived."""
     parts = [str(getattr(message, "error_comment", None) or "").strip()]
     completed = getattr(result, "completed", 0)
     failed = getattr(result, "failed", 0)
@@ -98,7 +105,21 @@ def failure_error(result: Any, message: Message, service: str) -> StatusError | 
         shown = ", ".join(failed_instances[:3])
         more = len(failed_instances) - 3
         parts.append(f"failed: {shown}" + (f" and {more} more" if more > 0 else ""))
-    detail = "; ".join(p for p in parts if p)
+    undelivered = getattr(result, "undelivered", 0)
+    if undelivered:
+        parts.append(
+            f"{undelivered} of {completed + warning} reported completed never arrived here"
+            f" ({len(result.instances)} did)"
+        )
+    return "; ".join(p for p in parts if p)
+
+
+def failure_error(result: Any, message: Message, service: str) -> StatusError | None:
+    """The StatusError for a result whose status is a Failure (None otherwise), saying
+    what the final response said (see :func:`result_detail`)."""
+    if result.status.category is not StatusCategory.FAILURE:
+        return None
+    detail = result_detail(result, message)
     return StatusError(result.status.code, result.status.name, detail, service)
 
 
