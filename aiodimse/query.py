@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydicom import Dataset, config
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from . import uids
 
-__all__ = ["MODELS", "model_uid", "parse_key", "to_dataset", "vr_of"]
+__all__ = [
+    "DEFAULT_RETURN_KEYS",
+    "MODELS",
+    "UNIQUE_KEYS",
+    "build_query",
+    "model_uid",
+    "parse_key",
+    "to_dataset",
+    "vr_of",
+    "with_return_keys",
+]
 
 #: Information model names accepted wherever a ``model=`` argument is taken (PS3.4 C.6).
 MODELS: dict[str, dict[str, str]] = {
@@ -107,4 +117,85 @@ def _from_mapping(query: Mapping[str, Any] | Mapping[int, Any]) -> Dataset:
         if vr == "SQ" and isinstance(value, (list, tuple)):
             value = [to_dataset(v) for v in value]
         ds.add_new(tag, vr, value if value != "" or vr != "SQ" else [])
+    return ds
+
+
+#: Keys returned by default at each level when the query names none (besides the level).
+DEFAULT_RETURN_KEYS: dict[str, tuple[str, ...]] = {
+    "PATIENT": ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"),
+    "STUDY": (
+        "PatientName",
+        "PatientID",
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+        "StudyDescription",
+        "ModalitiesInStudy",
+        "StudyInstanceUID",
+    ),
+    "SERIES": (
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "Modality",
+        "SeriesNumber",
+        "SeriesDescription",
+    ),
+    "IMAGE": ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "InstanceNumber"),
+}
+UNIQUE_KEYS = {
+    "PATIENT": "PatientID",
+    "STUDY": "StudyInstanceUID",
+    "SERIES": "SeriesInstanceUID",
+    "IMAGE": "SOPInstanceUID",
+}
+
+
+def build_query(keys: Sequence[str], level: str | None = None) -> Dataset:
+    """A query identifier from DCMTK-style ``-k`` keys and a level (default STUDY, or what
+    the keys say); the level's unique key is added when missing. ValueError names a bad key."""
+    ds = Dataset()
+    for spec in keys:
+        tag, value = parse_key(spec)
+        vr = vr_of(tag)
+        # Matching values (ranges, wildcards) are not plain values: no VR warnings.
+        with config.disable_value_validation():
+            if vr == "UN":  # not in the dictionary (a private tag): sent as it is
+                ds.add_new(tag, vr, value.encode("latin-1", "replace"))
+            else:
+                ds.add_new(tag, vr, [] if vr == "SQ" else value)
+    if level is not None:
+        ds.QueryRetrieveLevel = level
+    elif "QueryRetrieveLevel" not in ds:
+        ds.QueryRetrieveLevel = "STUDY"
+    level_value = str(ds.QueryRetrieveLevel).upper()
+    if level_value not in DEFAULT_RETURN_KEYS:
+        raise ValueError(
+            f"query/retrieve level {level_value!r} is not one of PATIENT/STUDY/SERIES/IMAGE"
+        )
+    ds.QueryRetrieveLevel = level_value
+    unique = UNIQUE_KEYS[level_value]
+    if unique not in ds:
+        setattr(ds, unique, "")
+    return ds
+
+
+def _ensure_return_keys(ds: Dataset) -> Dataset:
+    """Without any key but the level and its unique key, ask for the usual ones."""
+    level = str(ds.QueryRetrieveLevel)
+    named = {keyword_for_tag(e.tag) for e in ds} - {"QueryRetrieveLevel", UNIQUE_KEYS[level]}
+    if not named:
+        for keyword in DEFAULT_RETURN_KEYS[level]:
+            if keyword not in ds:
+                setattr(ds, keyword, "")
+    return ds
+
+
+def with_return_keys(ds: Dataset) -> Dataset:
+    """Without any key but the level and its unique key, ask for the usual ones."""
+    level = str(ds.QueryRetrieveLevel)
+    named = {keyword_for_tag(e.tag) for e in ds} - {"QueryRetrieveLevel", UNIQUE_KEYS[level]}
+    if not named:
+        for keyword in DEFAULT_RETURN_KEYS[level]:
+            if keyword not in ds:
+                setattr(ds, keyword, "")
     return ds
