@@ -1,0 +1,1 @@
+"""Fuzzing and conformance checks of other DICOM implementations (and of our own)."""
