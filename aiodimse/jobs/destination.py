@@ -1,0 +1,144 @@
+"""Where a job's instances go, and how it checks what is there.
+
+Instances land in ``<folder>/<StudyInstanceUID>/<SOPInstanceUID>.dcm``, written through a
+temporary file and renamed only once complete (a half-received instance leaves no
+file). The study of an instance is known before it arrives when the job has listed the
+study's instances; otherwise it is read from the received header before the rename.
+What is on disk is the truth the job verifies against: a file counts only if it exists
+and its data set is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from pydicom import dcmread
+
+from ..completeness import check_complete
+from ..dicomfile import NotDicomError, read_part10
+from ..requests import StoreRequest
+from ..sinks import DirectorySink, FileWriter, remove_stale_temporaries
+from ..uids import is_valid_uid
+from .policy import RateLimiter
+
+__all__ = ["StudyFolders"]
+
+log = logging.getLogger("aiodimse.jobs")
+
+#: Where instances wait while their study is not known yet (renamed from there).
+INCOMING = ".incoming"
+#: Where an instance goes whose study cannot be read from its header.
+UNATTRIBUTED = "unattributed"
+
+
+class _StudyWriter(FileWriter):
+    """A file writer that files the instance under its study when it commits."""
+
+    __slots__ = ("folders",)
+
+    def __init__(
+        self, folders: StudyFolders, request: StoreRequest, final: Path, fsync: bool
+    ) -> None:
+        super().__init__(folders, request, final, fsync)
+        self.folders = folders
+
+    async def commit(self) -> int | None:
+        folders = self.folders
+        if self.final.parent.name == INCOMING:
+            self.final = folders.final_for(folders.study_from_header(self.tmp), self.final.name)
+        size = os.path.getsize(self.tmp)
+        await folders.limiter.take(size)
+        status = await super().commit()
+        folders.committed(self.request.sop_instance_uid, self.final, size)
+        return status
+
+
+class StudyFolders(DirectorySink):
+    """A sink that files instances by study, with an optional rate limit, and the
+    checks of what is on disk."""
+
+    writer = _StudyWriter
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        limiter: RateLimiter | None = None,
+        fsync: bool = False,
+        on_commit: Callable[[str, Path, int], None] | None = None,
+    ) -> None:
+        super().__init__(directory, fsync=fsync)
+        self.limiter = limiter or RateLimiter(None, None)
+        self.on_commit = on_commit
+        self._study_of: dict[str, str] = {}
+        incoming = self.directory / INCOMING
+        incoming.mkdir(exist_ok=True)
+        remove_stale_temporaries(incoming)
+
+    def expect(self, study_uid: str, sop_instance_uids: Iterable[str]) -> None:
+        """Instances about to arrive for ``study_uid`` (filed there without reading them)."""
+        for uid in sop_instance_uids:
+            self._study_of[uid] = study_uid
+
+    def forget(self, sop_instance_uids: Iterable[str]) -> None:
+        for uid in sop_instance_uids:
+            self._study_of.pop(uid, None)
+
+    def study_folder(self, study_uid: str) -> Path:
+        if not is_valid_uid(study_uid):
+            return self.directory / UNATTRIBUTED
+        return self.directory / study_uid
+
+    def final_for(self, study_uid: str | None, name: str) -> Path:
+        folder = self.study_folder(study_uid or "")
+        folder.mkdir(exist_ok=True)
+        return folder / name
+
+    def path_for(self, sop_instance_uid: str) -> Path:
+        name = super().path_for(sop_instance_uid).name  # checks the UID grammar
+        study = self._study_of.get(sop_instance_uid)
+        if study is None:
+            return self.directory / INCOMING / name
+        return self.final_for(study, name)
+
+    @staticmethod
+    def study_from_header(path: Path) -> str | None:
+        try:
+            ds = dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+        except Exception as exc:  # a header pydicom cannot read: filed as unattributed
+            log.warning("%s: cannot read its StudyInstanceUID: %s", path.name, exc)
+            return None
+        return str(ds.get("StudyInstanceUID", "") or "").strip() or None
+
+    def committed(self, sop_instance_uid: str, path: Path, size: int) -> None:
+        if self.on_commit is not None:
+            self.on_commit(sop_instance_uid, path, size)
+
+    def present(self, study_uid: str, expected: Iterable[str] | None = None) -> set[str]:
+        """SOP Instance UIDs of the study that are on disk, complete (all of the study's
+        files when ``expected`` is None). An incomplete file is removed: it is fetched
+        again."""
+        folder = self.study_folder(study_uid)
+        if expected is None:
+            with contextlib.suppress(FileNotFoundError):
+                names = [p.stem for p in folder.glob("*.dcm")]
+                return {uid for uid in names if self._complete(folder / f"{uid}.dcm")}
+            return set()
+        return {uid for uid in expected if self._complete(folder / f"{uid}.dcm")}
+
+    @staticmethod
+    def _complete(path: Path) -> bool:
+        try:
+            check_complete(path, read_part10(path))
+        except FileNotFoundError:
+            return False
+        except (NotDicomError, OSError) as exc:
+            log.warning("%s: %s; it will be fetched again", path, exc)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return False
+        return True
