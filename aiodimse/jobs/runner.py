@@ -182,12 +182,11 @@ class RetrieveJob:
             return contexts.for_get(models=(model,))
         return contexts.verification() + contexts.query_retrieve(get=False, models=(model,))
 
-    async def run(self) -> AsyncIterator[JobEvent]:
-        """Run the job to the end (or until the caller stops iterating: the studies in
-        progress are then re-checked when the job is resumed)."""
+    async def open_receivers(self) -> tuple[StudyFolders | None, StorageServer | None]:
+        """Where instances arrive: the study folders (move, get) and, for a move to
+        ourselves, the storage server the sources send to (started here)."""
         spec = self.spec
         limits = spec.limits
-        recovered = await self.journal.recover()
         folders: StudyFolders | None = None
         server: StorageServer | None = None
         if spec.method in ("move", "get"):
@@ -212,6 +211,14 @@ class RetrieveJob:
                     f"cannot listen on {spec.listen[0]}:{spec.listen[1]} for the C-MOVE"
                     f" sub-operations: {exc.strerror or exc}"
                 ) from None
+        return folders, server
+
+    async def run(self) -> AsyncIterator[JobEvent]:
+        """Run the job to the end (or until the caller stops iterating: the studies in
+        progress are then re-checked when the job is resumed)."""
+        spec = self.spec
+        recovered = await self.journal.recover()
+        folders, server = await self.open_receivers()
         supervisor = asyncio.get_running_loop().create_task(self._drive(folders, server))
         try:
             yield JobEvent(
@@ -379,14 +386,7 @@ class RetrieveJob:
         folders: StudyFolders | None,
         server: StorageServer | None,
     ) -> None:
-        fetcher = StudyFetcher(
-            self.spec,
-            source,
-            self._contexts(source),
-            folders=folders,
-            receiver=server,
-            timeouts=self._timeouts(),
-        )
+        fetcher = self.fetcher(source, folders, server)
         journal = self.journal
         try:
             while index not in self._stopped:
@@ -398,29 +398,55 @@ class RetrieveJob:
                         return
                     await asyncio.sleep(min(max(due - time.time(), 0.01), 5.0))
                     continue
-                self._emit(
-                    "study",
-                    study=study.study_uid,
-                    state="running",
-                    attempt=study.attempts,
-                    source=source.name,
-                    expected=None,
-                    received=0,
-                )
-                try:
-                    outcome = await fetcher.fetch(study.study_uid, study.expected)
-                except Exception as exc:
-                    await fetcher.close(abort=True)
-                    failure = self._classify(exc, source)
-                    if failure.permanent:
-                        await journal.release(study.id, failure.message)
-                        self._stop(index, source, failure)
-                        return
-                    await self._retry_or_give_up(study, None, failure.message)
-                    continue
-                await self._settle(index, source, study, outcome)
+                if not await self.process(index, source, study, fetcher):
+                    return
         finally:
             await fetcher.close()
+
+    def fetcher(
+        self,
+        source: Source,
+        folders: StudyFolders | None,
+        server: StorageServer | None,
+    ) -> StudyFetcher:
+        """What fetches this job's studies from ``source`` over one association."""
+        return StudyFetcher(
+            self.spec,
+            source,
+            self._contexts(source),
+            folders=folders,
+            receiver=server,
+            timeouts=self._timeouts(),
+        )
+
+    async def process(
+        self, index: int, source: Source, study: StudyRow, fetcher: StudyFetcher
+    ) -> bool:
+        """One attempt at a claimed study, its outcome recorded in the journal (done,
+        retried later, partial or failed). False when the source must stop (a permanent
+        failure: the study goes back to pending, untouched)."""
+        self._emit(
+            "study",
+            study=study.study_uid,
+            state="running",
+            attempt=study.attempts,
+            source=source.name,
+            expected=None,
+            received=0,
+        )
+        try:
+            outcome = await fetcher.fetch(study.study_uid, study.expected)
+        except Exception as exc:
+            await fetcher.close(abort=True)
+            failure = self._classify(exc, source)
+            if failure.permanent:
+                await self.journal.release(study.id, failure.message)
+                self._stop(index, source, failure)
+                return False
+            await self._retry_or_give_up(study, None, failure.message)
+            return True
+        await self._settle(index, source, study, outcome)
+        return index not in self._stopped
 
     async def _settle(self, index: int, source: Source, study: StudyRow, outcome: Outcome) -> None:
         if outcome.complete:
@@ -510,4 +536,3 @@ async def open_or_create(path: str | Path, spec: JobSpec | None) -> RetrieveJob:
     if Path(path).exists() and Path(path).stat().st_size:
         raise JournalError(f"{path} already exists: resume it with --resume, or pick a new file")
     return await RetrieveJob.create(path, spec)
-
