@@ -12,6 +12,7 @@ from typing import Any
 
 from ..association import Association, connect
 from ..config import Timeouts
+from ..dimse.status import StatusCategory
 from ..errors import AiodimseError, StatusError
 from ..results import RetrieveResult
 from ..server import StorageServer
@@ -47,6 +48,16 @@ class Expected:
 
     series_of: dict[str, str] | None
     count: int | None
+
+
+def result_error(result: RetrieveResult, method: str) -> StatusError:
+    """A retrieve that did not bring everything, as an error naming its status and counts."""
+    detail = f"{result.completed} completed, {result.failed} failed, {result.warning} warning"
+    if result.undelivered:
+        detail += f", {result.undelivered} reported completed but never arrived"
+    return StatusError(
+        result.status.code, detail=detail, service="C-GET" if method == "get" else "C-MOVE"
+    )
 
 
 class StudyFetcher:
@@ -200,13 +211,9 @@ class StudyFetcher:
             for query in self.requests_for(study_uid, expected, missing):
                 result = await self.retrieve(query)
                 if not result.complete:
-                    error = StatusError(
-                        result.status.code,
-                        detail=str(result),
-                        service="C-GET" if self.spec.method == "get" else "C-MOVE",
-                    )
-                    if result.status.category.name == "FAILURE" and not result.completed:
-                        raise error
+                    error = result_error(result, self.spec.method)
+                    if result.status.category is StatusCategory.FAILURE:
+                        break  # the next request would meet the same refusal
         finally:
             if listed is not None:
                 folders.forget(missing)
@@ -223,9 +230,7 @@ class StudyFetcher:
         """A move to a third-party AE, verified by an IMAGE-level C-FIND there when the
         job names where it answers queries."""
         result = await self.retrieve({"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study_uid})
-        error: BaseException | None = None
-        if not result.complete:
-            error = StatusError(result.status.code, detail=str(result), service="C-MOVE")
+        error = None if result.complete else result_error(result, self.spec.method)
         count = expected.count
         if self.spec.verify is None or expected.series_of is None:
             ok = error is None and (count is None or result.completed + result.warning >= count)
