@@ -482,3 +482,152 @@ async def test_a_full_destination_ends_the_job_cleanly(small_disk: Path, tmp_pat
     for path in small_disk.rglob("*.dcm"):  # what is there is whole
         assert read_part10(path).sop_instance_uid == path.stem
         aiodimse.completeness.check_complete(path, read_part10(path))
+
+
+# -- migration to a third-party AE, work lists, several sources, the command ------------
+
+
+async def test_migration_to_another_archive_is_verified_there(
+    population: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    every = [p for files in population.values() for p in files]
+    async with (
+        ArchiveServer(tmp_path / "target", LOCAL, 0, ae_title="TARGET") as target,
+        ArchiveServer(
+            tmp_path / "pacs", LOCAL, 0, destinations={"TARGET": (LOCAL, target.port)}
+        ) as source,
+    ):
+        try:
+            source.archive.ingest(every)
+            for verify, state in (
+                ((LOCAL, target.port, "TARGET"), "done"),
+                (None, "unverified"),
+            ):
+                spec = JobSpec(
+                    sources=(Source(LOCAL, source.port, "QRSCP", 4),),
+                    method="move-to",
+                    destination="TARGET",
+                    calling_ae="JOBS",
+                    query={"StudyDate": ""},
+                    verify=verify,
+                    limits=FAST,
+                )
+                job = await RetrieveJob.create(tmp_path / f"{state}.db", spec)
+                async with job:
+                    await _run(job)
+                    report = await job.report()
+                assert report.counts[state] == STUDIES, report.summary()
+        finally:
+            source.archive.close()
+            target.archive.close()
+    stored = {read_part10(p).sop_instance_uid for p in (tmp_path / "target").rglob("*.dcm")}
+    assert stored == set(originals(every))
+
+
+async def test_a_work_list_over_two_sources_takes_each_study_once(
+    population: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    studies = list(population)
+    wanted = studies[:6]
+    async with (
+        ArchiveServer(tmp_path / "a", LOCAL, 0, ae_title="A") as a,
+        ArchiveServer(tmp_path / "b", LOCAL, 0, ae_title="B") as b,
+    ):
+        try:
+            a.archive.ingest([p for uid in studies[:4] for p in population[uid]])
+            b.archive.ingest([p for uid in studies[2:8] for p in population[uid]])
+            items = [WorkItem("StudyInstanceUID", uid, priority=n) for n, uid in enumerate(wanted)]
+            items.append(WorkItem("StudyInstanceUID", "1.2.3.4.5.6.7.8.9"))  # nowhere
+            spec = JobSpec(
+                sources=(Source(LOCAL, a.port, "A", 2), Source(LOCAL, b.port, "B", 2)),
+                method="get",
+                destination=str(tmp_path / "out"),
+                items=tuple(items),
+                limits=FAST,
+            )
+            job = await RetrieveJob.create(tmp_path / "job.db", spec)
+            async with job:
+                await _run(job)
+                report = await job.report()
+                rows = {r.study_uid: r.source for r in await job.journal.studies()}
+        finally:
+            a.archive.close()
+            b.archive.close()
+    assert report.counts["done"] == len(wanted)
+    # Each study from the first source that has it; the missing one named.
+    assert rows == {uid: (0 if n < 4 else 1) for n, uid in enumerate(wanted)}
+    assert [u["value"] for u in report.unexpanded] == ["1.2.3.4.5.6.7.8.9"]
+    assert not report.ok
+    expected = [p for uid in wanted for p in population[uid]]
+    assert _received(tmp_path / "out") == originals(expected)
+
+
+def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "aiodimse", "retrieve", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([LOCAL, "104", "--out", "o"], "either as -k query keys or as --input"),
+        ([LOCAL, "104", "-k", "StudyDate=", "--out", "o"], "--method move needs --port"),
+        ([LOCAL, "104", "-k", "StudyDate=", "--method", "get"], "needs --out"),
+        ([LOCAL, "104", "-k", "Nonsense=1", "--method", "get", "--out", "o"], "Nonsense"),
+        ([LOCAL, "104", "-k", "StudyDate=", "--method", "get", "--out", "o", "--rate", "x"],
+         "rate"),
+        (["--status", "missing.db"], "no such journal"),
+    ],
+)  # fmt: skip
+def test_the_command_refuses_bad_input_in_one_line(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "aiodimse", "retrieve", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
+async def test_the_command_runs_reports_and_resumes(
+    population: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    port = peers.free_port()
+    peer = peers.start_aiodimse_qrscp(port, tmp_path / "pacs", work_dir=tmp_path)
+    try:
+        every = [p for files in population.values() for p in files]
+        await _fill(port, "QRSCP", every)
+        journal = tmp_path / "job.db"
+        uids = tmp_path / "studies.txt"
+        uids.write_text("\n".join(list(population)[:5]) + "\n")
+        args = [
+            LOCAL, str(port), "--aec", "QRSCP", "--aet", "JOBS", "--input", str(uids),
+            "--out", str(tmp_path / "out"), "--journal", str(journal), "--json",
+            "--method", "get", "--associations", "3",
+        ]  # fmt: skip
+        run = await asyncio.to_thread(_cli, *args)
+        assert run.returncode == 0, run.stderr
+        events = [json.loads(line) for line in run.stdout.splitlines()]
+        assert events[0]["event"] == "started" and events[-1]["event"] == "report"
+        assert events[-1]["counts"]["done"] == 5 and events[-1]["ok"] is True
+        done = [e for e in events if e["event"] == "study" and e["state"] == "done"]
+        assert sorted(e["study"] for e in done) == sorted(list(population)[:5])
+        # The same journal again: nothing to do, nothing fetched.
+        again = await asyncio.to_thread(_cli, "--resume", str(journal), "--json")
+        assert again.returncode == 0, again.stderr
+        assert not [e for e in map(json.loads, again.stdout.splitlines()) if e["event"] == "study"]
+        status = await asyncio.to_thread(_cli, "--status", str(journal))
+        assert status.returncode == 0 and "5 studies: 5 done" in status.stdout
+        # A journal is never overwritten by a new job.
+        twice = await asyncio.to_thread(_cli, *args)
+        assert twice.returncode == 2 and "--resume" in twice.stderr
+    finally:
+        peer.stop()
