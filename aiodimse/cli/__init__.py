@@ -1,4 +1,5 @@
-"""Command-line tools like DCMTK's: ``aiodimse echo|store|find|get|move|storescp|qrscp|demo``.
+"""Command-line tools like DCMTK's (``aiodimse echo|store|find|get|move|storescp|qrscp``),
+bulk retrieval jobs (``retrieve``) and the ``demo``.
 
 Each exits 0 only on success. Bad input (an unreachable host, a refused association, an
 unknown ``-k`` keyword, a missing file) gets one clear line on stderr, not a traceback;
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import AiodimseError
-from . import servers, tools
+from . import retrieve, servers, tools
 from .common import EXIT_FAILED, UsageError, log, setup_logging
 from .servers import load_qrscp_config
 
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     tools.register(sub)
     servers.register(sub)
+    retrieve.register(sub)
     return parser
 
 
