@@ -213,8 +213,10 @@ def spec_from(args: argparse.Namespace) -> JobSpec:
 
 
 class _View:
-    """What a person sees: a line per study that ends (and per retry) on stderr, and on a
-    terminal a live line with studies, instances, MiB/s, ETA and failures."""
+    """What a person sees. Not on a terminal (or with --json): a line per study that ends
+    and per retry. On a terminal, above those lines, a live block: studies, instances,
+    MiB/s, ETA and failures, then one line per association at work (its study, attempt
+    and time so far), redrawn in place."""
 
     def __init__(self, as_json: bool) -> None:
         self.json = as_json
@@ -222,10 +224,11 @@ class _View:
         self.studies = 0
         self.finished = 0
         self.failures = 0
-        self.active = 0
         self.instances = 0
         self.rate = 0.0
         self.started = time.monotonic()
+        self.active: dict[str, tuple[str, int, float]] = {}  # study -> source, attempt, since
+        self._drawn = 0
 
     def show(self, event: JobEvent) -> None:
         if self.json:
@@ -242,19 +245,18 @@ class _View:
         elif event.kind == "study":
             state = d["state"]
             if state == "running":
-                self.active += 1
+                self.active[d["study"]] = (d["source"], d["attempt"], time.monotonic())
             else:
-                self.active -= 1
+                self.active.pop(d["study"], None)
                 self.finished += 1
                 self.failures += state in ("partial", "failed")
                 self._line(str(event))
         elif event.kind == "retry":
-            self.active -= 1
+            self.active.pop(d["study"], None)
             self._line(str(event))
         elif event.kind in ("source-stopped", "source-error", "paused"):
             self._line(str(event))
-        if self.live:
-            print("\r" + self._status(), end="", file=sys.stderr, flush=True)
+        self._draw()
 
     def _status(self) -> str:
         elapsed = time.monotonic() - self.started
@@ -263,18 +265,31 @@ class _View:
             eta = f", ETA {elapsed / self.finished * (self.studies - self.finished):.0f} s"
         return (
             f"{self.finished}/{self.studies} studies, {self.instances} instances,"
-            f" {self.rate:.1f} MiB/s, {max(self.active, 0)} active,"
-            f" {self.failures} failed{eta}  "
+            f" {self.rate:.1f} MiB/s, {self.failures} failed{eta}"
         )
 
+    def _erase(self) -> None:
+        if self._drawn:
+            print(f"\033[{self._drawn}F\033[J", end="", file=sys.stderr)
+            self._drawn = 0
+
+    def _draw(self) -> None:
+        if not self.live:
+            return
+        self._erase()
+        now = time.monotonic()
+        lines = [self._status()]
+        for study, (source, attempt, since) in sorted(self.active.items()):
+            lines.append(f"  {source}  {study}  attempt {attempt}, {now - since:.0f} s")
+        print("\n".join(lines), file=sys.stderr, flush=True)
+        self._drawn = len(lines)
+
     def _line(self, text: str) -> None:
-        if self.live:
-            print("\r\033[K", end="", file=sys.stderr)
+        self._erase()
         print(text, file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        if self.live:
-            print(file=sys.stderr)
+        self._erase()
 
 
 def _print_report(report: JobReport, journal: Path, as_json: bool) -> None:
