@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from _retrieve_support import data_set_of
+
 import aiodimse
 from aiodimse.dicomfile import dataset_bytes, read_part10
 from aiodimse.testing.peers import free_ports
@@ -33,9 +35,10 @@ def _localised(code: str, ports: dict[str, int]) -> str:
 
 def test_the_readme_has_the_examples_this_file_runs() -> None:
     blocks = _python_blocks()
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     assert "asyncio.run(main())" in blocks[0]
     assert "class Handler" in blocks[1]
+    assert "RetrieveJob.create" in blocks[2]
 
 
 async def test_the_program_example_stores_finds_moves_and_gets(tmp_path: Path) -> None:
@@ -99,3 +102,36 @@ async def test_the_handler_example_serves(tmp_path: Path, capsys: Any) -> None:
         await server.wait_closed()
     assert not server.is_serving()
     assert f"received {read_part10(path).sop_instance_uid}" in capsys.readouterr().out
+
+
+async def test_the_job_example_fetches_and_verifies_a_study(tmp_path: Path) -> None:
+    """The bulk job example against the embedded archive (as "pacs.example"): the study
+    dated in its range comes back byte-identical, the other one is not fetched."""
+    inside = make_study(2, rows=16, cols=16, seed="readme-job", study_date="20240115")
+    outside = make_study(1, rows=16, cols=16, seed="readme-old", study_date="20230115")
+    files = write_study(tmp_path / "made", inside + outside)
+    work = tmp_path / "work"
+    work.mkdir()
+    (pacs_port,) = free_ports(1)
+    code = _localised(_python_blocks()[2], {"11112": pacs_port}).replace("pacs.example", LOCAL)
+    (work / "job_example.py").write_text(code)
+    async with aiodimse.ArchiveServer(
+        tmp_path / "archive", LOCAL, pacs_port, ae_title="PACS"
+    ) as server:
+        try:
+            server.archive.ingest(files)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "job_example.py",
+                cwd=work,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            out, err = await asyncio.wait_for(proc.communicate(), 120)
+        finally:
+            server.archive.close()
+    assert proc.returncode == 0, err.decode()
+    assert "1 studies: 1 done; 2 of 2 expected instances on hand" in out.decode()
+    got = {p.name: data_set_of(p) for p in (work / "exports").rglob("*.dcm")}
+    want = {f.name: data_set_of(f) for f in files[:2]}
+    assert got == want
