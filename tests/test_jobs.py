@@ -631,3 +631,34 @@ async def test_the_command_runs_reports_and_resumes(
         assert twice.returncode == 2 and "--resume" in twice.stderr
     finally:
         peer.stop()
+
+
+async def test_outside_its_time_window_the_job_waits_and_starts_nothing(
+    population: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    now = dt.datetime.now()
+    closed = TimeWindow(
+        (now + dt.timedelta(hours=2)).time().replace(second=0, microsecond=0),
+        (now + dt.timedelta(hours=3)).time().replace(second=0, microsecond=0),
+    )
+    async with ArchiveServer(tmp_path / "pacs", LOCAL, 0) as server:
+        try:
+            server.archive.ingest([p for files in population.values() for p in files])
+            limits = Limits(window=closed)
+            spec = _spec(Source(LOCAL, server.port, "QRSCP", 2), tmp_path / "out", "get", None,
+                         limits=limits)  # fmt: skip
+            job = await RetrieveJob.create(tmp_path / "job.db", spec)
+            async with job:
+                events = job.run()
+                kinds = []
+                async for event in events:
+                    kinds.append(event.kind)
+                    if event.kind == "paused":
+                        assert 3600 <= event.data["seconds"] <= 7200 + 60
+                        break
+                await events.aclose()
+                report = await job.report()
+        finally:
+            server.archive.close()
+    assert kinds[-1] == "paused" and "study" not in kinds
+    assert report.counts["pending"] == STUDIES and not list((tmp_path / "out").rglob("*.dcm"))
