@@ -662,3 +662,20 @@ async def test_outside_its_time_window_the_job_waits_and_starts_nothing(
             server.archive.close()
     assert kinds[-1] == "paused" and "study" not in kinds
     assert report.counts["pending"] == STUDIES and not list((tmp_path / "out").rglob("*.dcm"))
+
+
+async def test_a_source_that_refuses_c_get_stops_with_what_to_fix(
+    dcmqrscp_peer: Callable[..., PeerProcess], population: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    peer = dcmqrscp_peer(extra=["--disable-get"])
+    files = next(iter(population.values()))
+    await _fill(peer.port, peer.aet, files)
+    spec = _spec(Source(LOCAL, peer.port, peer.aet, 2), tmp_path / "out", "get", None)
+    job = await RetrieveJob.create(tmp_path / "job.db", spec)
+    async with job:
+        events = await _run(job)
+        report = await job.report()
+    (stop,) = [e for e in events if e.kind == "source-stopped"]
+    assert "cannot send C-GET sub-operations" in stop.data["error"], stop.data
+    assert not [e for e in events if e.kind == "retry"]  # permanent: no retry
+    assert report.counts["pending"] == 1 and not report.ok

@@ -53,7 +53,7 @@ def classify(exc: BaseException, *, calling_ae: str, called_ae: str, destination
             )
         return Failure(str(exc), permanent=True)
     if isinstance(exc, NegotiationError):
-        return Failure(f"{exc} (the source refused what the job needs)", permanent=True)
+        return Failure(str(exc), permanent=True)
     if isinstance(exc, StatusError):
         if exc.status == MOVE_DESTINATION_UNKNOWN:
             return Failure(

@@ -13,9 +13,10 @@ from typing import Any
 from ..association import Association, connect
 from ..config import Timeouts
 from ..dimse.status import StatusCategory
-from ..errors import AiodimseError, StatusError
+from ..errors import AiodimseError, NegotiationError, StatusError
 from ..results import RetrieveResult
 from ..server import StorageServer
+from ..uids import VERIFICATION_SOP_CLASS
 from .destination import StudyFolders
 from .spec import JobSpec, Source
 
@@ -60,6 +61,23 @@ def result_error(result: RetrieveResult, method: str) -> StatusError:
     )
 
 
+def _check_get_roles(assoc: Association) -> None:
+    """PS3.4 C.4.3.1: a C-GET's instances come back as C-STORE requests on the same
+    association, which needs the SCP role for storage classes (PS3.7 D.3.3.4). A source
+    that grants it for none cannot send anything: no retry will change that."""
+    negotiated = assoc.negotiated
+    granted = [
+        c
+        for c in (negotiated.accepted if negotiated else ())
+        if c.scp and c.abstract_syntax not in (VERIFICATION_SOP_CLASS,)
+    ]
+    if not granted:
+        raise NegotiationError(
+            f"{assoc.peer_ae} granted no SCP role for any storage class: it cannot send"
+            " C-GET sub-operations (use --method move, or enable C-GET on the source)"
+        )
+
+
 class StudyFetcher:
     """Fetches studies from one source over one association, opened when first needed
     and kept for the next study; a failure closes it and the next study opens another."""
@@ -95,6 +113,8 @@ class StudyFetcher:
                 contexts=self.contexts,
                 timeouts=self.timeouts,
             )
+            if self.spec.method == "get":
+                _check_get_roles(assoc)
         return assoc
 
     async def close(self, *, abort: bool = False) -> None:
