@@ -679,3 +679,20 @@ async def test_a_source_that_refuses_c_get_stops_with_what_to_fix(
     assert "cannot send C-GET sub-operations" in stop.data["error"], stop.data
     assert not [e for e in events if e.kind == "retry"]  # permanent: no retry
     assert report.counts["pending"] == 1 and not report.ok
+
+
+async def test_an_unknown_move_destination_stops_with_what_to_fix(
+    dcmqrscp_peer: Callable[..., PeerProcess], population: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    peer = dcmqrscp_peer()  # no HostTable entry for JOBS
+    await _fill(peer.port, peer.aet, next(iter(population.values())))
+    listen = peers.free_port()
+    spec = _spec(Source(LOCAL, peer.port, peer.aet, 2), tmp_path / "out", "move", listen)
+    job = await RetrieveJob.create(tmp_path / "job.db", spec)
+    async with job:
+        events = await _run(job)
+        report = await job.report()
+    (stop,) = [e for e in events if e.kind == "source-stopped"]
+    assert "0xA801" in stop.data["error"] and "configure that AE title" in stop.data["error"]
+    assert not [e for e in events if e.kind == "retry"]
+    assert report.counts["pending"] == 1 and not report.ok
