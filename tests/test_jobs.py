@@ -696,3 +696,40 @@ async def test_an_unknown_move_destination_stops_with_what_to_fix(
     assert "0xA801" in stop.data["error"] and "configure that AE title" in stop.data["error"]
     assert not [e for e in events if e.kind == "retry"]
     assert report.counts["pending"] == 1 and not report.ok
+
+
+async def test_a_query_is_asked_of_every_source_and_waits_for_one_that_is_down(
+    population: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    studies = list(population)
+    b_port = peers.free_port()
+    async with ArchiveServer(tmp_path / "a", LOCAL, 0, ae_title="A") as a:
+        b: ArchiveServer | None = None
+        try:
+            a.archive.ingest([p for uid in studies[:4] for p in population[uid]])
+            spec = JobSpec(
+                sources=(Source(LOCAL, a.port, "A", 2), Source(LOCAL, b_port, "B", 2)),
+                method="get",
+                destination=str(tmp_path / "out"),
+                query={"StudyDate": ""},
+                limits=FAST,
+            )
+            job = await RetrieveJob.create(tmp_path / "job.db", spec)
+            async with job:
+                async for event in job.run():
+                    if event.kind == "source-error" and b is None:
+                        # B was down when the job asked; it comes up, and is asked again.
+                        b = ArchiveServer(tmp_path / "b", LOCAL, b_port, ae_title="B")
+                        b.archive.ingest([p for uid in studies[2:8] for p in population[uid]])
+                        await b.start()
+                report = await job.report()
+                rows = {r.study_uid: r.source for r in await job.journal.studies()}
+        finally:
+            a.archive.close()
+            if b is not None:
+                b.close()
+                await b.wait_closed()
+                b.archive.close()
+    assert b is not None, "the job never found B down"
+    assert report.ok and report.counts["done"] == 8, report.summary()
+    assert rows == {uid: (0 if n < 4 else 1) for n, uid in enumerate(studies[:8])}

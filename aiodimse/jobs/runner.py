@@ -11,7 +11,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,7 +213,7 @@ class RetrieveJob:
                 ) from None
         return folders, server
 
-    async def run(self) -> AsyncIterator[JobEvent]:
+    async def run(self) -> AsyncGenerator[JobEvent, None]:
         """Run the job to the end (or until the caller stops iterating: the studies in
         progress are then re-checked when the job is resumed)."""
         spec = self.spec
@@ -284,50 +284,59 @@ class RetrieveJob:
     # -- expanding the work into studies ---------------------------------------------------
 
     async def _expand_all(self) -> None:
-        pending = await self.journal.work("pending")
-        if not pending:
-            return
-        for index, source in enumerate(self.spec.sources):
-            if index in self._stopped:
-                continue
-            try:
-                async with connect(
-                    source.host,
-                    source.port,
-                    calling_ae=self.spec.calling_ae,
-                    called_ae=source.called_ae,
-                    contexts=contexts.verification()
-                    + contexts.query_retrieve(move=False, get=False, models=(source.model,)),
-                    timeouts=self._timeouts(),
-                ) as assoc:
-                    for work in pending:
-                        found = await self._expand_one(assoc, index, source, work)
-                        last = index == len(self.spec.sources) - 1
-                        if found or last:
-                            state = "expanded" if found else "not-found"
-                            error = None if found else "no study matches on any source"
-                            if not found and work.key == "query":
-                                state, error = "expanded", None  # an empty query is no error
-                            added = await self.journal.expand(
-                                work.id, found, state=state, error=error
-                            )
-                            self._emit(
-                                "expanded",
-                                key=work.key,
-                                value=work.value,
-                                studies=len(found),
-                                new=added,
-                            )
-            except Exception as exc:
-                failure = self._classify(exc)
-                if failure.permanent:
-                    self._stop(index, source, failure)
-                else:
-                    log.warning("%s: listing the work failed: %s", source.name, failure.message)
+        """Turn the work list into studies, source by source: a query is asked of every
+        source; a listed study, accession or patient is looked up until a source has it.
+        A source that cannot be reached is retried with backoff, like a study."""
+        sources = self.spec.sources
+        for index, source in enumerate(sources):
+            last = index == len(sources) - 1
+            attempt = 0
+            while index not in self._stopped:
+                pending = await self.journal.work("pending")
+                if not pending:
+                    return
+                attempt += 1
+                try:
+                    await self._expand_on(index, source, pending, last)
+                    break
+                except Exception as exc:
+                    failure = self._classify(exc, source)
+                    if failure.permanent:
+                        self._stop(index, source, failure)
+                        break
+                    limits = self.spec.limits
                     self._emit("source-error", source=source.name, error=failure.message)
-            pending = await self.journal.work("pending")
-            if not pending:
-                return
+                    if attempt >= limits.max_attempts:
+                        break  # its work stays pending: a resume asks again
+                    delay = backoff_delay(attempt, limits.backoff, limits.max_backoff, self._rng)
+                    await asyncio.sleep(delay)
+
+    async def _expand_on(
+        self, index: int, source: Source, pending: list[WorkRow], last: bool
+    ) -> None:
+        async with connect(
+            source.host,
+            source.port,
+            calling_ae=self.spec.calling_ae,
+            called_ae=source.called_ae,
+            contexts=contexts.verification()
+            + contexts.query_retrieve(move=False, get=False, models=(source.model,)),
+            timeouts=self._timeouts(),
+        ) as assoc:
+            for work in pending:
+                found = await self._expand_one(assoc, index, source, work)
+                if work.key == "query":
+                    state, error = ("expanded" if last else "pending"), None
+                elif found:
+                    state, error = "expanded", None
+                elif last:
+                    state, error = "not-found", "no study matches on any source"
+                else:
+                    continue
+                added = await self.journal.expand(work.id, found, state=state, error=error)
+                self._emit(
+                    "expanded", key=work.key, value=work.value, studies=len(found), new=added
+                )
 
     async def _expand_one(
         self, assoc: Any, index: int, source: Source, work: WorkRow
@@ -439,14 +448,36 @@ class RetrieveJob:
         except Exception as exc:
             await fetcher.close(abort=True)
             failure = self._classify(exc, source)
+            full = fetcher.folders.full if fetcher.folders is not None else None
+            if full is not None:
+                failure = Failure(self._full_message(full), permanent=True)
+                await self.journal.release(study.id, failure.message)
+                self._stop_all(failure)
+                return False
             if failure.permanent:
                 await self.journal.release(study.id, failure.message)
                 self._stop(index, source, failure)
                 return False
             await self._retry_or_give_up(study, None, failure.message)
             return True
+        full = fetcher.folders.full if fetcher.folders is not None else None
+        if full is not None:
+            # No retry can cure a full destination: stop every source, keep the study.
+            await self.journal.release(study.id, self._full_message(full))
+            self._stop_all(Failure(self._full_message(full), permanent=True))
+            return False
         await self._settle(index, source, study, outcome)
         return index not in self._stopped
+
+    def _full_message(self, exc: OSError) -> str:
+        return (
+            f"destination {self.spec.destination}: {exc.strerror or exc}; make room and"
+            " resume the job (nothing partial was kept)"
+        )
+
+    def _stop_all(self, failure: Failure) -> None:
+        for index, source in enumerate(self.spec.sources):
+            self._stop(index, source, failure)
 
     async def _settle(self, index: int, source: Source, study: StudyRow, outcome: Outcome) -> None:
         if outcome.complete:
