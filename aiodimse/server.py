@@ -327,7 +327,7 @@ class Server:
                 order = list(dict.fromkeys(syntaxes))
                 base = scu_roles.get(uid, self.storage_transfer_syntaxes)
                 scu_roles[uid] = tuple(order + [t for t in base if t not in order])
-        known = set(supported) | set(scu_roles) | set(uids.QUERY_RETRIEVE_SOP_CLASSES.values())
+        known = set(supported) | set(scu_roles) | set(uids.QUERY_RETRIEVE_SOP_CLASSES)
         if self.accept_unknown_storage:
             for ctx in rq.presentation_contexts:
                 if ctx.abstract_syntax in known:

@@ -248,6 +248,14 @@ def test_acceptor_answers_every_proposed_context_once() -> None:
     assert ids == [c.context_id for c in rq.presentation_contexts]
 
 
+def test_acceptor_rejects_a_request_without_presentation_contexts() -> None:
+    # PS3.8 Table 9-11: an A-ASSOCIATE-RQ carries one or more Presentation Context Items;
+    # one without any is refused, never accepted with nothing in it.
+    rq = replace(request([ContextRequest(VERIFICATION)]), presentation_contexts=())
+    outcome = negotiate(rq, AcceptorPolicy(supported={VERIFICATION: (EXPLICIT,)}))
+    assert outcome == NO_REASON_GIVEN
+
+
 def test_acceptor_refuses_even_context_ids() -> None:
     # PS3.8 9.3.2.2: IDs are odd; an even one cannot be accepted.
     rq = request([ContextRequest(VERIFICATION)])

@@ -123,3 +123,16 @@ async def test_resolve_destination_hook(tmp_path: Path, is_async: bool) -> None:
                 await assoc.move(query, "NOWHERE")
             assert info.value.status == 0xA801
         assert handler.asked == ["ELSEWHERE", "NOWHERE"]
+
+
+async def test_a_storage_server_refuses_the_query_retrieve_models(tmp_path: Path) -> None:
+    """A StorageServer serves storage only: the FIND/GET/MOVE models are not unknown
+    storage classes to accept (it could only answer them "SOP class not supported")."""
+    proposal = aiodimse.contexts.query_retrieve() + aiodimse.contexts.verification()
+    async with (
+        aiodimse.StorageServer(tmp_path, "127.0.0.1", 0) as server,
+        aiodimse.connect("127.0.0.1", server.port, contexts=proposal) as assoc,
+    ):
+        assert assoc.negotiated is not None
+        accepted = {c.abstract_syntax for c in assoc.negotiated.accepted}
+    assert accepted == {aiodimse.uids.VERIFICATION_SOP_CLASS}

@@ -421,6 +421,10 @@ def negotiate(
         a.strip() for a in policy.allowed_calling
     }:
         return CALLING_AE_NOT_RECOGNIZED
+    if not rq.presentation_contexts:
+        # PS3.8 Table 9-11: one or more Presentation Context Items; without any there is
+        # nothing to accept.
+        return NO_REASON_GIVEN
 
     ui = rq.user_information
     asked_roles = {r.sop_class_uid: r for r in (ui.role_selections if ui else ())}
