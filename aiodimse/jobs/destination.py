@@ -11,6 +11,7 @@ and its data set is complete.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -29,6 +30,9 @@ __all__ = ["StudyFolders"]
 
 log = logging.getLogger("aiodimse.jobs")
 
+#: Local write errors no retry can cure: the destination is full (or refuses the size).
+FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
 #: Where instances wait while their study is not known yet (renamed from there).
 INCOMING = ".incoming"
 #: Where an instance goes whose study cannot be read from its header.
@@ -46,13 +50,25 @@ class _StudyWriter(FileWriter):
         super().__init__(folders, request, final, fsync)
         self.folders = folders
 
+    def write(self, data: bytes | memoryview) -> None:
+        try:
+            super().write(data)
+        except OSError as exc:
+            self.folders.failed(exc)
+            raise
+
     async def commit(self) -> int | None:
         folders = self.folders
-        if self.final.parent.name == INCOMING:
-            self.final = folders.final_for(folders.study_from_header(self.tmp), self.final.name)
-        size = os.path.getsize(self.tmp)
-        await folders.limiter.take(size)
-        status = await super().commit()
+        try:
+            if self.final.parent.name == INCOMING:
+                study = folders.study_from_header(self.tmp)
+                self.final = folders.final_for(study, self.final.name)
+            size = os.path.getsize(self.tmp)
+            await folders.limiter.take(size)
+            status = await super().commit()
+        except OSError as exc:
+            folders.failed(exc)
+            raise
         folders.committed(self.request.sop_instance_uid, self.final, size)
         return status
 
@@ -75,9 +91,24 @@ class StudyFolders(DirectorySink):
         self.limiter = limiter or RateLimiter(None, None)
         self.on_commit = on_commit
         self._study_of: dict[str, str] = {}
+        #: The first local write error that no retry can cure (the disk is full).
+        self.full: OSError | None = None
         incoming = self.directory / INCOMING
         incoming.mkdir(exist_ok=True)
         remove_stale_temporaries(incoming)
+
+    def open(self, request: StoreRequest) -> FileWriter:
+        try:
+            return super().open(request)
+        except OSError as exc:
+            self.failed(exc)
+            raise
+
+    def failed(self, exc: OSError) -> None:
+        """A write failed here: remember it if it means the destination is full."""
+        if exc.errno in FULL and self.full is None:
+            self.full = exc
+            log.error("%s: %s", self.directory, exc.strerror or exc)
 
     def expect(self, study_uid: str, sop_instance_uids: Iterable[str]) -> None:
         """Instances about to arrive for ``study_uid`` (filed there without reading them)."""
