@@ -442,6 +442,10 @@ async def test_a_wrong_called_ae_stops_at_once_with_what_to_fix(
     assert "Traceback" not in text
     # Stopped at the first refusal: with a 30 s backoff a retry would have shown.
     assert "retry" not in text
+    # The journal keeps why, for --status after the process has gone.
+    status = await asyncio.to_thread(_cli, "--status", str(tmp_path / "job.db"))
+    assert status.returncode == 1 and "stopped: " in status.stdout
+    assert "called-AE-title-not-recognized" in status.stdout
 
 
 @pytest.fixture

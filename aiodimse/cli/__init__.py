@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import AiodimseError
-from . import conformance, retrieve, servers, tools
+from . import conformance, retrieve, servers, tools, worker
 from .common import EXIT_FAILED, UsageError, log, setup_logging
 from .servers import load_qrscp_config
 
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     tools.register(sub)
     servers.register(sub)
     retrieve.register(sub)
+    worker.register(sub)
     conformance.register(sub)
     return parser
 

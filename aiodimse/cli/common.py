@@ -20,6 +20,9 @@ log = logging.getLogger("aiodimse.cli")
 #: Exit codes: 0 success, 1 the operation failed, 2 bad command line.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
+#: What to say when the distributed mode's optional extra is not installed.
+CLUSTER_MISSING = "the distributed mode needs the cluster extra: pip install 'aiodimse[cluster]'"
+
 
 class UsageError(Exception):
     """A bad command-line value (exit code 2)."""

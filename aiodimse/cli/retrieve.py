@@ -28,6 +28,7 @@ from ..jobs import (
 from ..jobs.spec import DEFAULT_ASSOCIATIONS, METHODS, WORK_KEYS, sources_named
 from ..query import parse_key
 from .common import (
+    CLUSTER_MISSING,
     EXIT_FAILED,
     EXIT_OK,
     UsageError,
@@ -146,6 +147,12 @@ def register(sub: Any) -> None:
         type=Path,
         metavar="JOURNAL",
         help="show the state of the job in JOURNAL and exit",
+    )
+    p.add_argument(
+        "--engine",
+        metavar="postgresql://...",
+        help="queue the job in this PostgreSQL database for `aiodimse worker` processes"
+        " (the distributed mode; needs the cluster extra) instead of running it here",
     )
     p.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
     add_common(p)
@@ -312,9 +319,32 @@ async def _status(path: Path, as_json: bool) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
+async def _submit(args: argparse.Namespace) -> int:
+    """Queue the job in PostgreSQL for the workers; print its id."""
+    spec = spec_from(args)
+    try:
+        # Imported here: the distributed mode is an optional extra (procrastinate, psycopg)
+        # that the rest of the command line must not need.
+        from ..jobs import cluster
+    except ImportError:
+        print(f"aiodimse retrieve: {CLUSTER_MISSING}", file=sys.stderr)
+        return EXIT_FAILED
+    job_id = await cluster.submit(args.engine, spec)
+    if args.json:
+        print(json.dumps({"event": "queued", "job": job_id, "engine": args.engine}))
+    else:
+        print(f"job {job_id} queued; run `aiodimse worker {args.engine}` on each machine")
+        print(f"where it stands: aiodimse worker {args.engine} --status {job_id}")
+    return EXIT_OK
+
+
 async def cmd_retrieve(args: argparse.Namespace) -> int:
     if args.status is not None:
         return await _status(args.status, args.json)
+    if args.engine is not None:
+        if args.resume is not None:
+            raise UsageError("--resume is for a journal file; a queued job resumes by itself")
+        return await _submit(args)
     try:
         if args.resume is not None:
             journal = args.resume

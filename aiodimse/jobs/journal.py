@@ -191,6 +191,13 @@ class Journal:
     async def meta(self, key: str) -> str | None:
         raise NotImplementedError
 
+    async def metas(self, prefix: str) -> dict[str, str]:
+        """Every meta value whose key starts with ``prefix``."""
+        raise NotImplementedError
+
+    async def delete_meta(self, key: str) -> None:
+        raise NotImplementedError
+
     async def close(self) -> None:
         raise NotImplementedError
 
@@ -409,6 +416,15 @@ class SQLiteJournal(Journal):
 
     async def meta(self, key: str) -> str | None:
         return self._get(key)
+
+    async def metas(self, prefix: str) -> dict[str, str]:
+        rows = self._db.execute(
+            "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
+        )
+        return {str(k): str(v) for k, v in rows}
+
+    async def delete_meta(self, key: str) -> None:
+        self._write("DELETE FROM meta WHERE key = ?", (key,))
 
     async def close(self) -> None:
         self._db.close()

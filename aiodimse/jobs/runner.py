@@ -134,7 +134,8 @@ class RetrieveJob:
         self.journal = journal
         self.spec = spec
         self._events: asyncio.Queue[JobEvent | None] = asyncio.Queue()
-        self._stopped: dict[int, str] = {}
+        #: Sources stopped by a permanent failure: index -> what to fix (in the journal too).
+        self.stopped: dict[int, str] = {}
         self._instances = 0
         self._bytes = 0
         self._rng = random.Random()
@@ -170,7 +171,9 @@ class RetrieveJob:
 
     # -- running --------------------------------------------------------------------------
 
-    def _emit(self, kind: str, **data: Any) -> None:
+    def emit(self, kind: str, **data: Any) -> None:
+        """Tell whoever runs the job (``run()``'s iterator); a runner that has no one
+        iterating its events (a worker of a distributed job) overrides it."""
         self._events.put_nowait(JobEvent(kind, data))
 
     def _timeouts(self) -> Timeouts:
@@ -218,6 +221,7 @@ class RetrieveJob:
         progress are then re-checked when the job is resumed)."""
         spec = self.spec
         recovered = await self.journal.recover()
+        await self.clear_stopped()
         folders, server = await self.open_receivers()
         supervisor = asyncio.get_running_loop().create_task(self._drive(folders, server))
         try:
@@ -249,7 +253,7 @@ class RetrieveJob:
 
     async def _drive(self, folders: StudyFolders | None, server: StorageServer | None) -> None:
         try:
-            await self._expand_all()
+            await self.expand()
             ticker = asyncio.get_running_loop().create_task(self._tick())
             try:
                 async with asyncio.TaskGroup() as group:
@@ -271,7 +275,7 @@ class RetrieveJob:
             counts = await self.journal.counts()
             rate = (self._bytes - last[2]) / max(now - last[1], 1e-6) / (1 << 20)
             done = sum(counts[s] for s in ("done", "partial", "failed", "unverified"))
-            self._emit(
+            self.emit(
                 "progress",
                 studies=sum(counts.values()),
                 studies_done=done,
@@ -283,7 +287,7 @@ class RetrieveJob:
 
     # -- expanding the work into studies ---------------------------------------------------
 
-    async def _expand_all(self) -> None:
+    async def expand(self) -> None:
         """Turn the work list into studies, source by source: a query is asked of every
         source; a listed study, accession or patient is looked up until a source has it.
         A source that cannot be reached is retried with backoff, like a study."""
@@ -291,7 +295,7 @@ class RetrieveJob:
         for index, source in enumerate(sources):
             last = index == len(sources) - 1
             attempt = 0
-            while index not in self._stopped:
+            while index not in self.stopped:
                 pending = await self.journal.work("pending")
                 if not pending:
                     return
@@ -302,10 +306,10 @@ class RetrieveJob:
                 except Exception as exc:
                     failure = self._classify(exc, source)
                     if failure.permanent:
-                        self._stop(index, source, failure)
+                        await self.stop_source(index, failure)
                         break
                     limits = self.spec.limits
-                    self._emit("source-error", source=source.name, error=failure.message)
+                    self.emit("source-error", source=source.name, error=failure.message)
                     if attempt >= limits.max_attempts:
                         break  # its work stays pending: a resume asks again
                     delay = backoff_delay(attempt, limits.backoff, limits.max_backoff, self._rng)
@@ -334,9 +338,7 @@ class RetrieveJob:
                 else:
                     continue
                 added = await self.journal.expand(work.id, found, state=state, error=error)
-                self._emit(
-                    "expanded", key=work.key, value=work.value, studies=len(found), new=added
-                )
+                self.emit("expanded", key=work.key, value=work.value, studies=len(found), new=added)
 
     async def _expand_one(
         self, assoc: Any, index: int, source: Source, work: WorkRow
@@ -374,10 +376,25 @@ class RetrieveJob:
             destination=spec.destination if spec.method == "move-to" else spec.calling_ae,
         )
 
-    def _stop(self, index: int, source: Source, failure: Failure) -> None:
-        if index not in self._stopped:
-            self._stopped[index] = failure.message
-            self._emit("source-stopped", source=source.name, error=failure.message)
+    async def stop_source(self, index: int, failure: Failure) -> None:
+        """Stop taking work from a source (a permanent failure: the message says what to
+        fix); recorded in the journal, so that ``--status`` shows it after the process
+        ends. Its studies stay pending for a resume."""
+        if index not in self.stopped:
+            self.stopped[index] = failure.message
+            await self.journal.set_meta(f"stopped:{index}", failure.message)
+            self.emit("source-stopped", source=self.spec.sources[index].name, error=failure.message)
+
+    async def load_stopped(self) -> None:
+        """The sources the journal says were stopped (by this or another process)."""
+        stopped = await self.journal.metas("stopped:")
+        self.stopped = {int(k.partition(":")[2]): v for k, v in stopped.items()}
+
+    async def clear_stopped(self) -> None:
+        """Try every source again (a resume, once what was wrong is fixed)."""
+        for key in await self.journal.metas("stopped:"):
+            await self.journal.delete_meta(key)
+        self.stopped = {}
 
     async def _wait_for_window(self) -> None:
         window = self.spec.limits.window
@@ -385,7 +402,7 @@ class RetrieveJob:
             return
         wait = window.seconds_until_open(dt.datetime.now())
         if wait > 0:
-            self._emit("paused", window=str(window), seconds=round(wait))
+            self.emit("paused", window=str(window), seconds=round(wait))
             await asyncio.sleep(wait)
 
     async def _worker(
@@ -398,7 +415,7 @@ class RetrieveJob:
         fetcher = self.fetcher(source, folders, server)
         journal = self.journal
         try:
-            while index not in self._stopped:
+            while index not in self.stopped:
                 await self._wait_for_window()
                 study = await journal.claim(index, time.time())
                 if study is None:
@@ -434,7 +451,7 @@ class RetrieveJob:
         """One attempt at a claimed study, its outcome recorded in the journal (done,
         retried later, partial or failed). False when the source must stop (a permanent
         failure: the study goes back to pending, untouched)."""
-        self._emit(
+        self.emit(
             "study",
             study=study.study_uid,
             state="running",
@@ -452,11 +469,11 @@ class RetrieveJob:
             if full is not None:
                 failure = Failure(self._full_message(full), permanent=True)
                 await self.journal.release(study.id, failure.message)
-                self._stop_all(failure)
+                await self._stop_all(failure)
                 return False
             if failure.permanent:
                 await self.journal.release(study.id, failure.message)
-                self._stop(index, source, failure)
+                await self.stop_source(index, failure)
                 return False
             await self._retry_or_give_up(study, None, failure.message)
             return True
@@ -464,10 +481,10 @@ class RetrieveJob:
         if full is not None:
             # No retry can cure a full destination: stop every source, keep the study.
             await self.journal.release(study.id, self._full_message(full))
-            self._stop_all(Failure(self._full_message(full), permanent=True))
+            await self._stop_all(Failure(self._full_message(full), permanent=True))
             return False
         await self._settle(index, source, study, outcome)
-        return index not in self._stopped
+        return index not in self.stopped
 
     def _full_message(self, exc: OSError) -> str:
         return (
@@ -475,9 +492,9 @@ class RetrieveJob:
             " resume the job (nothing partial was kept)"
         )
 
-    def _stop_all(self, failure: Failure) -> None:
-        for index, source in enumerate(self.spec.sources):
-            self._stop(index, source, failure)
+    async def _stop_all(self, failure: Failure) -> None:
+        for index in range(len(self.spec.sources)):
+            await self.stop_source(index, failure)
 
     async def _settle(self, index: int, source: Source, study: StudyRow, outcome: Outcome) -> None:
         if outcome.complete:
@@ -485,7 +502,7 @@ class RetrieveJob:
             await self.journal.finish(
                 study.id, state, expected=outcome.expected, received=outcome.received
             )
-            self._emit(
+            self.emit(
                 "study",
                 study=study.study_uid,
                 state=state,
@@ -497,7 +514,7 @@ class RetrieveJob:
             failure = self._classify(outcome.error, source)
             if failure.permanent:
                 await self.journal.release(study.id, failure.message)
-                self._stop(index, source, failure)
+                await self.stop_source(index, failure)
                 return
             message = failure.message
         else:
@@ -514,7 +531,7 @@ class RetrieveJob:
         if study.attempts < limits.max_attempts:
             delay = backoff_delay(study.attempts, limits.backoff, limits.max_backoff, self._rng)
             await self.journal.defer(study.id, message, time.time() + delay, received)
-            self._emit(
+            self.emit(
                 "retry",
                 study=study.study_uid,
                 attempt=study.attempts,
@@ -532,7 +549,7 @@ class RetrieveJob:
             missing=missing,
             error=message,
         )
-        self._emit(
+        self.emit(
             "study",
             study=study.study_uid,
             state=state,
@@ -556,7 +573,8 @@ class RetrieveJob:
             for w in await journal.work()
             if w.state != "expanded"
         ]
-        stopped = {self.spec.sources[i].name: m for i, m in self._stopped.items()}
+        await self.load_stopped()
+        stopped = {self.spec.sources[i].name: m for i, m in self.stopped.items()}
         return JobReport(counts, expected, received, problems, unexpanded, stopped)
 
 
