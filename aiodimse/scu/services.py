@@ -26,7 +26,7 @@ from ..dicomfile import (
 )
 from ..dimse.commands import CEchoRQ, CFindRQ, CStoreRQ, Message, Priority
 from ..dimse.status import StatusCategory, StatusInfo, status_info
-from ..errors import NegotiationError, StatusError, TransferSyntaxError
+from ..errors import DIMSEError, NegotiationError, StatusError, TransferSyntaxError
 from ..query import model_uid, to_dataset
 from ..results import FindResult
 from ..transport.exchange import Exchange, Outgoing
@@ -78,10 +78,18 @@ def context_for(
     raise NegotiationError(f"no presentation context for {name} ({sop_class_uid}): {why}")
 
 
+#: Services answered by one response only: a pending status is not an answer to them.
+SINGLE_RESPONSE = frozenset({"C-ECHO", "C-STORE"})
+
+
 def checked(message: Message, service: str, check: bool, what: str | None = None) -> StatusInfo:
     """The status of a final response; StatusError for a failure or cancel if ``check``."""
     code = int(getattr(message, "status", 0))
     info = status_info(code, service)
+    if check and info.category is StatusCategory.PENDING and service in SINGLE_RESPONSE:
+        # PS3.4 B.2.3, PS3.7 9.1.5.1.4: C-STORE and C-ECHO have no pending status; such an
+        # answer says nothing of the outcome, so it cannot count as done.
+        raise StatusError(code, info.name, f"not a final {service} status", service)
     if check and info.category in (StatusCategory.FAILURE, StatusCategory.CANCEL):
         detail = getattr(message, "error_comment", None) or ""
         if what:
@@ -183,6 +191,13 @@ class ServiceUser:
             data,
         )
         rsp, _ = await self._final_response(op)
+        answered = getattr(rsp, "affected_sop_instance_uid", None)
+        if answered and answered.strip() != sop_instance:
+            # PS3.7 9.3.1.2: when present, it is the instance of the request (U(=)); an
+            # answer for another instance tells nothing of this one.
+            raise DIMSEError(
+                f"C-STORE of {sop_instance}: the response names SOP instance {answered[:64]}"
+            )
         return checked(rsp, "C-STORE", check, sop_instance)
 
     def _prepare_store(

@@ -21,7 +21,7 @@ from ..dimse.commands import CCancelRQ, CStoreRQ, Message, encode_command
 from ..dimse.operations import OperationTable
 from ..dimse.status import is_pending
 from ..enums import AbortReason
-from ..errors import AiodimseError, AssociationTimeout, DIMSEError
+from ..errors import AiodimseError, AssociationTimeout, DIMSEError, NegotiationError
 from ..pdu import PDataTF, pdata_fragments
 from ..ul.negotiation import Negotiated, NegotiatedContext
 from .link import Link
@@ -38,6 +38,11 @@ RESPONSE_QUEUE_HIGH = 256
 RESPONSE_QUEUE_LOW = 64
 
 Response = tuple[Message, bytes | None]
+
+
+#: The smallest peer Maximum Length we can honour: a PDV item header (6 bytes) and an
+#: even-sized fragment of 2.
+MIN_PEER_MAX_PDU = 8
 
 
 class Outgoing:
@@ -276,8 +281,13 @@ class Exchange:
             link.check_sendable()
             negotiated = link.negotiated
             max_pdu = negotiated.peer_max_pdu if negotiated else 0
-            if max_pdu and max_pdu < 64:
-                max_pdu = 64
+            if max_pdu and max_pdu < MIN_PEER_MAX_PDU:
+                # PS3.8 D.1: every P-DATA-TF we send fits the peer's Maximum Length; below
+                # this a PDV cannot carry the two bytes of an even-sized fragment.
+                raise NegotiationError(
+                    f"the peer's Maximum Length ({max_pdu}) is too small to carry any"
+                    " P-DATA-TF; nothing can be sent on this association"
+                )
             started = False
             try:
                 head = b"".join(pdata_fragments(context_id, True, command, max_pdu))
