@@ -354,9 +354,10 @@ class RetrieveJob:
             "NumberOfStudyRelatedInstances": "",
             **{k: v for k, v in query.items() if k != "QueryRetrieveLevel"},
         }
-        result = await assoc.find(query, model=source.model)
         found = []
-        for match in result.matches:
+        # Iterated, not awaited: only the UID, count and patient of each match are kept
+        # (a query may list a hundred thousand studies).
+        async for match in assoc.find(query, model=source.model):
             uid = str(match.get("StudyInstanceUID", "") or "").strip()
             if not uid:
                 continue
