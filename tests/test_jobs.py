@@ -737,3 +737,48 @@ async def test_a_query_is_asked_of_every_source_and_waits_for_one_that_is_down(
     assert b is not None, "the job never found B down"
     assert report.ok and report.counts["done"] == 8, report.summary()
     assert rows == {uid: (0 if n < 4 else 1) for n, uid in enumerate(studies[:8])}
+
+
+async def test_a_job_into_the_embedded_archive_is_served_by_it(
+    population: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    every = [p for files in population.values() for p in files]
+    listen = peers.free_port()
+    async with ArchiveServer(
+        tmp_path / "pacs", LOCAL, 0, destinations={"JOBS": (LOCAL, listen)}
+    ) as source:
+        try:
+            source.archive.ingest(every)
+            for method in ("move", "get"):  # the second finds everything there already
+                spec = _spec(
+                    Source(LOCAL, source.port, "QRSCP", 4), tmp_path / "mine", method,
+                    listen if method == "move" else None, archive=True,
+                )  # fmt: skip
+                job = await RetrieveJob.create(tmp_path / f"{method}.db", spec)
+                async with job:
+                    events = await _run(job)
+                    report = await job.report()
+                assert report.ok and report.counts["done"] == STUDIES, report.summary()
+                moved = sum(e.data["instances"] for e in events if e.kind == "progress")
+                assert method == "move" or moved == 0
+        finally:
+            source.archive.close()
+    # The archive it filled answers for every instance, byte for byte.
+    async with ArchiveServer(tmp_path / "mine", LOCAL, 0, ae_title="MINE") as mine:
+        try:
+            async with aiodimse.connect(LOCAL, mine.port, called_ae="MINE") as assoc:
+                found = await assoc.find(
+                    {"QueryRetrieveLevel": "IMAGE", "StudyInstanceUID": "",
+                     "SeriesInstanceUID": "", "SOPInstanceUID": ""}
+                )  # fmt: skip
+            paths = [
+                path
+                for uid in population
+                for path in mine.archive.retrieve_paths(
+                    {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": uid}
+                )
+            ]
+        finally:
+            mine.archive.close()
+    assert {str(m.SOPInstanceUID) for m in found.matches} == set(originals(every))
+    assert {read_part10(p).sop_instance_uid: data_set_of(p) for p in paths} == originals(every)

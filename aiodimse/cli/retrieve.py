@@ -96,6 +96,13 @@ def register(sub: Any) -> None:
         " move-to: C-MOVE to another AE (--dest)",
     )
     p.add_argument("--out", "-od", type=Path, help="output folder (one sub-folder per study)")
+    p.add_argument(
+        "--archive",
+        type=Path,
+        metavar="DIR",
+        help="instead of --out: into the embedded archive stored in DIR (indexed as they"
+        " arrive; `aiodimse qrscp --storage DIR` serves them)",
+    )
     p.add_argument("--dest", type=ae_title, help="with --method move-to: the destination AE")
     p.add_argument(
         "--verify",
@@ -188,9 +195,12 @@ def spec_from(args: argparse.Namespace) -> JobSpec:
         if args.verify:
             (source,) = sources_named([args.verify], 1)
             verify = (source.host, source.port, source.called_ae)
-        destination = args.dest if args.method == "move-to" else str(args.out or "")
-        if args.method != "move-to" and args.out is None:
-            raise UsageError(f"--method {args.method} needs --out DIR")
+        if args.out is not None and args.archive is not None:
+            raise UsageError("give either --out DIR or --archive DIR, not both")
+        folder = args.archive if args.archive is not None else args.out
+        destination = args.dest if args.method == "move-to" else str(folder or "")
+        if args.method != "move-to" and folder is None:
+            raise UsageError(f"--method {args.method} needs --out DIR (or --archive DIR)")
         if args.method == "move" and args.listen_port is None:
             raise UsageError(
                 f"--method move needs --port: the port the sources send to (AE {args.aet})"
@@ -204,6 +214,7 @@ def spec_from(args: argparse.Namespace) -> JobSpec:
             items=items,
             listen=(args.listen_host, args.listen_port) if args.method == "move" else None,
             verify=verify,
+            archive=args.archive is not None,
             limits=Limits(
                 instances_per_second=rate[0],
                 bytes_per_second=rate[1],

@@ -55,10 +55,10 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from ..server import StorageServer
-from .destination import StudyFolders
+from .destination import Destination
 from .journal import FINAL_STATES, StudyRow
 from .postgres import PostgresJournal
-from .runner import JobEvent, JobReport, RetrieveJob
+from .runner import JobEvent, JobReport, RetrieveJob, close_receivers
 from .spec import JobSpec, Source
 
 __all__ = [
@@ -197,7 +197,7 @@ class _Bound:
     """A job as opened in this worker: the job, where instances arrive."""
 
     job: ClusterJob
-    folders: StudyFolders | None
+    folders: Destination | None
     server: StorageServer | None
 
 
@@ -338,9 +338,7 @@ class ClusterWorker:
 
     async def close(self) -> None:
         for bound in self._jobs.values():
-            if bound.server is not None:
-                bound.server.close()
-                await bound.server.wait_closed()
+            await close_receivers(bound.folders, bound.server)
         self._jobs.clear()
 
 

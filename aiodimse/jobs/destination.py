@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pydicom import dcmread
 
+from ..archive import Archive
 from ..completeness import check_complete
 from ..dicomfile import NotDicomError, read_part10
 from ..requests import StoreRequest
@@ -26,7 +27,7 @@ from ..sinks import DirectorySink, FileWriter, remove_stale_temporaries
 from ..uids import is_valid_uid
 from .policy import RateLimiter
 
-__all__ = ["StudyFolders"]
+__all__ = ["ArchiveDestination", "Destination", "StudyFolders"]
 
 log = logging.getLogger("aiodimse.jobs")
 
@@ -157,12 +158,14 @@ class StudyFolders(DirectorySink):
         if expected is None:
             with contextlib.suppress(FileNotFoundError):
                 names = [p.stem for p in folder.glob("*.dcm")]
-                return {uid for uid in names if self._complete(folder / f"{uid}.dcm")}
+                return {uid for uid in names if self.complete(folder / f"{uid}.dcm")}
             return set()
-        return {uid for uid in expected if self._complete(folder / f"{uid}.dcm")}
+        return {uid for uid in expected if self.complete(folder / f"{uid}.dcm")}
 
     @staticmethod
-    def _complete(path: Path) -> bool:
+    def complete(path: Path) -> bool:
+        """Whether the file is there with its whole data set (an incomplete one is
+        removed: it is fetched again)."""
         try:
             check_complete(path, read_part10(path))
         except FileNotFoundError:
@@ -173,3 +176,95 @@ class StudyFolders(DirectorySink):
                 path.unlink()
             return False
         return True
+
+
+class _Counted:
+    """An archive writer, with the job's rate limit, full-disk watch and counting."""
+
+    __slots__ = ("dest", "size", "uid", "writer")
+
+    def __init__(self, dest: ArchiveDestination, writer: FileWriter, uid: str) -> None:
+        self.dest = dest
+        self.writer = writer
+        self.uid = uid
+        self.size = 0
+
+    @property
+    def final(self) -> Path:
+        return self.writer.final
+
+    def write(self, data: bytes | memoryview) -> None:
+        try:
+            self.writer.write(data)
+        except OSError as exc:
+            self.dest.failed(exc)
+            raise
+        self.size += len(data)
+
+    async def commit(self) -> int | None:
+        await self.dest.limiter.take(self.size)
+        try:
+            status = await self.writer.commit()
+        except OSError as exc:
+            self.dest.failed(exc)
+            raise
+        if self.dest.on_commit is not None:
+            self.dest.on_commit(self.uid, self.writer.final, self.size)
+        return status
+
+    def discard(self) -> None:
+        self.writer.discard()
+
+
+class ArchiveDestination:
+    """Instances go into an embedded archive (``aiodimse qrscp --storage DIR`` serves
+    them): each is indexed as it commits, and what is there is asked of its index."""
+
+    def __init__(
+        self,
+        storage_dir: str | os.PathLike[str],
+        *,
+        limiter: RateLimiter | None = None,
+        fsync: bool = False,
+        on_commit: Callable[[str, Path, int], None] | None = None,
+    ) -> None:
+        self.archive = Archive(storage_dir, fsync=fsync)
+        self.limiter = limiter or RateLimiter(None, None)
+        self.on_commit = on_commit
+        self.full: OSError | None = None
+
+    def open(self, request: StoreRequest) -> _Counted:
+        try:
+            writer = self.archive.open_store(request)
+        except OSError as exc:
+            self.failed(exc)
+            raise
+        return _Counted(self, writer, request.sop_instance_uid)
+
+    def failed(self, exc: OSError) -> None:
+        if exc.errno in FULL and self.full is None:
+            self.full = exc
+            log.error("%s: %s", self.archive.root, exc.strerror or exc)
+
+    def expect(self, study_uid: str, sop_instance_uids: Iterable[str]) -> None:
+        """Nothing to prepare: the archive files an instance by its own header."""
+
+    def forget(self, sop_instance_uids: Iterable[str]) -> None:
+        """Nothing to forget (see :meth:`expect`)."""
+
+    def present(self, study_uid: str, expected: Iterable[str] | None = None) -> set[str]:
+        """SOP Instance UIDs of the study that the archive holds, complete on disk."""
+        paths = self.archive.retrieve_paths(
+            {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study_uid}
+        )
+        held = {p.stem: p for p in paths if StudyFolders.complete(p)}
+        if expected is None:
+            return set(held)
+        return {uid for uid in expected if uid in held}
+
+    def close(self) -> None:
+        self.archive.close()
+
+
+#: Where a job's instances go: study folders, or an embedded archive.
+Destination = StudyFolders | ArchiveDestination

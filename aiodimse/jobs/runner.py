@@ -21,13 +21,20 @@ from ..association import connect
 from ..config import Timeouts
 from ..errors import AiodimseError
 from ..server import StorageServer
-from .destination import StudyFolders
+from .destination import ArchiveDestination, Destination, StudyFolders
 from .journal import Journal, JournalError, SQLiteJournal, StudyRow, WorkRow
 from .policy import Failure, RateLimiter, backoff_delay, classify
 from .spec import JobSpec, Source
 from .study import Outcome, StudyFetcher
 
-__all__ = ["JobError", "JobEvent", "JobReport", "RetrieveJob", "open_or_create"]
+__all__ = [
+    "JobError",
+    "JobEvent",
+    "JobReport",
+    "RetrieveJob",
+    "close_receivers",
+    "open_or_create",
+]
 
 log = logging.getLogger("aiodimse.jobs")
 
@@ -121,6 +128,15 @@ class JobReport:
         return "\n".join(lines)
 
 
+async def close_receivers(folders: Destination | None, server: StorageServer | None) -> None:
+    """Stop the storage server and close the destination (an archive's index)."""
+    if server is not None:
+        server.close()
+        await server.wait_closed()
+    if isinstance(folders, ArchiveDestination):
+        folders.close()
+
+
 class RetrieveJob:
     """A bulk retrieval job bound to its journal.
 
@@ -185,19 +201,21 @@ class RetrieveJob:
             return contexts.for_get(models=(model,))
         return contexts.verification() + contexts.query_retrieve(get=False, models=(model,))
 
-    async def open_receivers(self) -> tuple[StudyFolders | None, StorageServer | None]:
+    async def open_receivers(self) -> tuple[Destination | None, StorageServer | None]:
         """Where instances arrive: the study folders (move, get) and, for a move to
         ourselves, the storage server the sources send to (started here)."""
         spec = self.spec
         limits = spec.limits
-        folders: StudyFolders | None = None
+        folders: Destination | None = None
         server: StorageServer | None = None
         if spec.method in ("move", "get"):
-            folders = StudyFolders(
-                spec.destination,
-                limiter=RateLimiter(limits.instances_per_second, limits.bytes_per_second),
-                on_commit=self._committed,
-            )
+            limiter = RateLimiter(limits.instances_per_second, limits.bytes_per_second)
+            if spec.archive:
+                folders = ArchiveDestination(
+                    spec.destination, limiter=limiter, on_commit=self._committed
+                )
+            else:
+                folders = StudyFolders(spec.destination, limiter=limiter, on_commit=self._committed)
         if spec.method == "move":
             assert spec.listen is not None and folders is not None
             server = StorageServer(
@@ -243,15 +261,13 @@ class RetrieveJob:
                 supervisor.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await supervisor
-            if server is not None:
-                server.close()
-                await server.wait_closed()
+            await close_receivers(folders, server)
 
     def _committed(self, sop_instance_uid: str, path: Path, size: int) -> None:
         self._instances += 1
         self._bytes += size
 
-    async def _drive(self, folders: StudyFolders | None, server: StorageServer | None) -> None:
+    async def _drive(self, folders: Destination | None, server: StorageServer | None) -> None:
         try:
             await self.expand()
             ticker = asyncio.get_running_loop().create_task(self._tick())
@@ -410,7 +426,7 @@ class RetrieveJob:
         self,
         index: int,
         source: Source,
-        folders: StudyFolders | None,
+        folders: Destination | None,
         server: StorageServer | None,
     ) -> None:
         fetcher = self.fetcher(source, folders, server)
@@ -433,7 +449,7 @@ class RetrieveJob:
     def fetcher(
         self,
         source: Source,
-        folders: StudyFolders | None,
+        folders: Destination | None,
         server: StorageServer | None,
     ) -> StudyFetcher:
         """What fetches this job's studies from ``source`` over one association."""

@@ -146,8 +146,9 @@ class Limits:
 @dataclass(frozen=True)
 class JobSpec:
     """A whole job. ``destination`` is a folder (method move or get: one sub-folder per
-    study) or, for ``move-to``, the AE title instances are sent to; ``verify`` is where that
-    AE answers IMAGE-level C-FINDs (host, port, AE), if it does. The work is ``query`` (keys
+    study, or with ``archive`` an embedded archive's storage) or, for ``move-to``, the AE
+    title instances are sent to; ``verify`` is where that AE answers IMAGE-level C-FINDs
+    (host, port, AE), if it does. The work is ``query`` (keys
     of a STUDY-level C-FIND run on each source) or ``items``; ``listen`` is the address our
     storage server takes for ``move``, known to the sources as ``calling_ae``."""
 
@@ -160,6 +161,9 @@ class JobSpec:
     listen: tuple[str, int] | None = None
     verify: tuple[str, int, str] | None = None
     limits: Limits = field(default_factory=Limits)
+    #: The destination folder is an embedded archive's storage (indexed, served by
+    #: ``aiodimse qrscp --storage``) rather than one folder per study.
+    archive: bool = False
 
     def __post_init__(self) -> None:
         if not self.sources:
@@ -172,6 +176,8 @@ class JobSpec:
             raise ValueError(f"a {self.method} job needs a destination ({what})")
         if self.method == "move-to":
             check_ae_title(self.destination, "destination AE")
+            if self.archive:
+                raise ValueError("a move-to job sends to an AE, not into an archive")
         if self.method == "move" and self.listen is None:
             raise ValueError(
                 "a move job needs the port our storage server listens on (the sources "
@@ -207,6 +213,7 @@ class JobSpec:
             listen=None if listen is None else (str(listen[0]), int(listen[1])),
             verify=None if verify is None else (str(verify[0]), int(verify[1]), str(verify[2])),
             limits=Limits(**limits),
+            archive=bool(data.get("archive", False)),
         )
 
 

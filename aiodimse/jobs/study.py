@@ -17,7 +17,7 @@ from ..errors import AiodimseError, NegotiationError, StatusError
 from ..results import RetrieveResult
 from ..server import StorageServer
 from ..uids import VERIFICATION_SOP_CLASS
-from .destination import StudyFolders
+from .destination import Destination
 from .spec import JobSpec, Source
 
 __all__ = ["UIDS_PER_REQUEST", "Outcome", "StudyFetcher"]
@@ -88,7 +88,7 @@ class StudyFetcher:
         source: Source,
         contexts: Sequence[Any],
         *,
-        folders: StudyFolders | None,
+        folders: Destination | None,
         receiver: StorageServer | None,
         timeouts: Timeouts,
         on_progress: Callable[[int], None] | None = None,
