@@ -74,7 +74,8 @@ class Server:
     "local-limit-exceeded"), ``user_identity`` (or ``handler.on_user_identity``) checks
     PS3.7 D.3.3.7 credentials: ``async (identity, assoc)`` returning True (accept), bytes
     (accept with this server response, for Kerberos/SAML/JWT) or False/None (refuse:
-    rejected-permanent by the ACSE service-provider, D.3.3.7.3). ``ssl`` is an
+    rejected-permanent by the ACSE service-provider, D.3.3.7.3); with
+    ``require_user_identity`` a request that presents none is refused the same way. ``ssl`` is an
     ``ssl.SSLContext`` for DICOM TLS (see :mod:`aiodimse.tls`). ``destinations`` maps C-MOVE
     destination AE titles to (host, port); ``move_ssl`` is the TLS context for the C-MOVE
     sub-associations to them (None: plain TCP). ``max_unassociated`` bounds the
@@ -110,6 +111,7 @@ class Server:
         async_window: tuple[int, int] | None = None,
         destinations: Mapping[str, tuple[str, int]] | None = None,
         user_identity: UserIdentityCheck | None = None,
+        require_user_identity: bool = False,
         backlog: int = 128,
         move_ssl: _ssl.SSLContext | None = None,
         max_unassociated: int | None = None,
@@ -138,6 +140,7 @@ class Server:
         self.async_window = async_window
         self.destinations: dict[str, tuple[str, int]] = dict(destinations or {})
         self.user_identity = user_identity
+        self.require_user_identity = require_user_identity
         self.backlog = backlog
         self.move_ssl = move_ssl
         #: Connections that have not (yet) associated, at most: past it the oldest is
@@ -360,6 +363,11 @@ class Server:
             rejection = LOCAL_LIMIT_EXCEEDED
         identity = rq.user_information.user_identity if rq.user_information else None
         check = self.user_identity or _method(self.handler, "on_user_identity")
+        if rejection is None and identity is None and self.require_user_identity:
+            # PS3.7 D.3.3.7.3: an acceptor that requires an identity rejects a request
+            # without one as it rejects a wrong one.
+            log.warning("#%d refused: no user identity presented", assoc.id)
+            rejection = USER_IDENTITY_REJECTED
         if rejection is None and identity is not None and check is not None:
             try:
                 verdict = check(identity, assoc)

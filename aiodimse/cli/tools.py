@@ -1,12 +1,14 @@
 """The SCU commands: echo, store, find, get, move (like DCMTK's echoscu, storescu,
-findscu, getscu, movescu)."""
+findscu, getscu, movescu). ``store`` lives in :mod:`aiodimse.cli.store`."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,51 +16,114 @@ from pydicom import Dataset
 
 from .. import contexts
 from ..config import DEFAULT_HOST
-from ..dicomfile import NotDicomError, read_part10
-from ..errors import AiodimseError, StatusError
 from ..query import build_query, with_return_keys
+from ..results import Progress as Pending
 from ..server import StorageServer
 from ..sinks import DirectorySink
+from ..ul.negotiation import ContextRequest
+from . import store
 from .common import (
     EXIT_FAILED,
     EXIT_OK,
-    Progress,
     UsageError,
     add_query_options,
     add_scu_options,
     ae_title,
-    connect_from,
-    log,
     port_number,
 )
+from .options import (
+    add_client_security,
+    add_propose_options,
+    check_identity_response,
+    connect_with,
+    proposed_syntaxes,
+)
+from .progress import LiveProgress, emit
+
+__all__ = ["format_match", "iter_files", "query_from", "register"]
+
+iter_files = store.iter_files
+
+_RAW = argparse.RawDescriptionHelpFormatter
+
+
+def _parser(sub: Any, name: str, help: str, examples: str) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(
+        name, help=help, epilog="examples:\n" + examples, formatter_class=_RAW, prefix_chars="-+"
+    )
+    return p
+
+
+def _cancel_after(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--cancel-after",
+        type=int,
+        metavar="N",
+        help=f"send C-CANCEL after {what} (like DCMTK's --cancel)",
+    )
 
 
 def register(sub: Any) -> None:
     """Add the SCU commands to the sub-command parsers."""
-    p = sub.add_parser("echo", help="C-ECHO: verify a peer (like echoscu)")
+    p = _parser(
+        sub,
+        "echo",
+        "C-ECHO: verify a peer (like echoscu)",
+        "  aiodimse echo pacs 104 --aec PACS\n"
+        "  aiodimse echo pacs 2762 --aec PACS +tls me.key me.pem +cf ca.pem\n",
+    )
     p.set_defaults(run=cmd_echo)
     add_scu_options(p)
     p.add_argument("--repeat", type=int, default=1, help="number of C-ECHOs")
+    p.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
+    add_propose_options(p)
+    add_client_security(p)
 
-    p = sub.add_parser("store", help="C-STORE files or folders (like storescu)")
-    p.set_defaults(run=cmd_store)
-    add_scu_options(p)
-    p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
-    p.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
+    store.register(sub)
 
-    p = sub.add_parser("find", help="C-FIND (like findscu)")
+    p = _parser(
+        sub,
+        "find",
+        "C-FIND (like findscu)",
+        "  aiodimse find pacs 104 --aec PACS -k PatientName='DOE*' -k StudyDate=20240101-\n"
+        "  aiodimse find pacs 104 --aec PACS --level SERIES -k StudyInstanceUID=1.2.3"
+        " -k Modality --json\n",
+    )
     p.set_defaults(run=cmd_find)
     add_scu_options(p)
     add_query_options(p)
-    p.add_argument("--json", action="store_true", help="print the DICOM JSON model (PS3.18 F.2)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the matches as one JSON array in the DICOM JSON model (PS3.18 F.2)",
+    )
+    _cancel_after(p, "N matches")
+    add_propose_options(p)
+    add_client_security(p)
 
-    p = sub.add_parser("get", help="C-GET into a folder (like getscu)")
+    p = _parser(
+        sub,
+        "get",
+        "C-GET into a folder (like getscu)",
+        "  aiodimse get pacs 104 --aec PACS -k StudyInstanceUID=1.2.3 --out study/\n",
+    )
     p.set_defaults(run=cmd_get)
     add_scu_options(p)
     add_query_options(p)
     p.add_argument("--out", "-od", required=True, type=Path, help="output folder")
+    p.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
+    _cancel_after(p, "N instances have arrived")
+    add_propose_options(p)
+    add_client_security(p)
 
-    p = sub.add_parser("move", help="C-MOVE, optionally receiving it ourselves (like movescu)")
+    p = _parser(
+        sub,
+        "move",
+        "C-MOVE, optionally receiving it ourselves (like movescu)",
+        "  aiodimse move pacs 104 --aec PACS -k StudyInstanceUID=1.2.3 --dest WORKSTATION\n"
+        "  aiodimse move pacs 104 --aec PACS -k StudyInstanceUID=1.2.3 --dest ME"
+        " --port 11113 --out study/\n",
+    )
     p.set_defaults(run=cmd_move)
     add_scu_options(p)
     add_query_options(p)
@@ -74,6 +139,10 @@ def register(sub: Any) -> None:
         " 0.0.0.0 for every interface)",
     )
     p.add_argument("--out", "-od", type=Path, help="folder for received instances (with --port)")
+    p.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
+    _cancel_after(p, "N sub-operations have completed")
+    add_propose_options(p)
+    add_client_security(p)
 
 
 def query_from(args: argparse.Namespace) -> Dataset:
@@ -82,29 +151,6 @@ def query_from(args: argparse.Namespace) -> Dataset:
         return build_query(args.key, args.level)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-
-
-def iter_files(paths: Sequence[str], recursive: bool) -> Iterator[Path]:
-    """Files named, and the files in the folders named (their sub-folders with -r)."""
-    for name in paths:
-        path = Path(name)
-        if path.is_dir():
-            walker = path.rglob("*") if recursive else path.glob("*")
-            for child in sorted(walker):
-                if child.is_file():
-                    yield child
-        else:
-            yield path
-
-
-def _format_match(ds: Dataset) -> str:
-    parts = []
-    for elem in ds:
-        if elem.tag.group in (0x0008,) and elem.keyword == "SpecificCharacterSet":
-            continue
-        value = "" if elem.value is None else str(elem.value)
-        parts.append(f"{elem.keyword or elem.tag}={value}")
-    return "  ".join(parts)
 
 
 def format_match(ds: Dataset) -> str:
@@ -117,87 +163,61 @@ def format_match(ds: Dataset) -> str:
     return "  ".join(parts)
 
 
+def _with_syntaxes(
+    proposal: list[ContextRequest], args: argparse.Namespace
+) -> list[ContextRequest]:
+    """The proposal with the transfer syntaxes asked for on the command line, if any."""
+    syntaxes = proposed_syntaxes(args)
+    if syntaxes is None:
+        return proposal
+    return [replace(c, transfer_syntaxes=syntaxes) for c in proposal]
+
+
+def _check_cancel_after(args: argparse.Namespace) -> int | None:
+    n: int | None = args.cancel_after
+    if n is not None and n < 1:
+        raise UsageError(f"--cancel-after {n}: must be 1 or more")
+    return n
+
+
+def _print_failed(uids: Sequence[str]) -> None:
+    for uid in uids:
+        print(f"  failed: {uid}", file=sys.stderr)
+
+
 async def cmd_echo(args: argparse.Namespace) -> int:
-    async with connect_from(args, contexts.verification()) as assoc:
+    async with connect_with(args, _with_syntaxes(contexts.verification(), args)) as assoc:
+        check_identity_response(args, assoc)
         for _ in range(max(1, args.repeat)):
             status = await assoc.echo()
-            print(f"C-ECHO {args.aec} at {args.host}:{args.port}: {status}")
-    return EXIT_OK
-
-
-async def cmd_store(args: argparse.Namespace) -> int:
-    files: list[Path] = []
-    skipped: list[str] = []
-    missing = unreadable = 0
-    for path in iter_files(args.paths, args.recursive):
-        if not path.exists():
-            print(f"aiodimse store: {path}: no such file", file=sys.stderr)
-            missing += 1
-            continue
-        try:
-            read_part10(path)
-        except NotDicomError:
-            skipped.append(str(path))
-            log.info("skipping %s: not a DICOM file", path)
-            continue
-        except OSError as exc:
-            print(f"aiodimse store: {path}: {exc.strerror or exc}", file=sys.stderr)
-            unreadable += 1
-            continue
-        files.append(path)
-    if not files:
-        # Each missing or unreadable file has had its line; say only what else happened.
-        if skipped:
-            print(
-                f"aiodimse store: nothing to send ({len(skipped)} non-DICOM skipped)",
-                file=sys.stderr,
-            )
-        return EXIT_FAILED
-    try:
-        proposal = contexts.for_files(files)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    sent = failed = 0
-    progress = Progress(len(files), "C-STORE")
-    async with connect_from(args, proposal) as assoc:
-        for path in files:
-            try:
-                status = await assoc.store(path)
-            except (StatusError, AiodimseError, OSError) as exc:
-                if not assoc.is_established:
-                    raise
-                progress.close()
-                print(f"aiodimse store: {path}: {exc}", file=sys.stderr)
-                failed += 1
+            if args.json:
+                emit("echo", peer=f"{args.host}:{args.port}", ae=args.aec, status=status.code)
             else:
-                sent += 1
-                log.info("%s: %s", path, status)
-            progress.step()
-    progress.close()
-    print(
-        f"sent {sent}, failed {failed}, skipped {len(skipped)} non-DICOM"
-        + (f", {missing} missing" if missing else "")
-        + (f", {unreadable} unreadable" if unreadable else "")
-    )
-    return EXIT_OK if failed == 0 and missing == 0 and unreadable == 0 else EXIT_FAILED
+                print(f"C-ECHO {args.aec} at {args.host}:{args.port}: {status}")
+    return EXIT_OK
 
 
 async def cmd_find(args: argparse.Namespace) -> int:
     query = with_return_keys(query_from(args))
+    limit = _check_cancel_after(args)
     results: list[dict[str, Any]] = []
     count = 0
-    async with connect_from(
-        args,
-        contexts.verification()
-        + contexts.query_retrieve(move=False, get=False, models=(args.model,)),
-    ) as assoc:
+    proposal = contexts.verification() + contexts.query_retrieve(
+        move=False, get=False, models=(args.model,)
+    )
+    async with connect_with(args, _with_syntaxes(proposal, args)) as assoc:
+        check_identity_response(args, assoc)
         matches = assoc.find(query, model=args.model)
-        async for match in matches:
-            count += 1
-            if args.json:
-                results.append(match.to_json_dict())
-            else:
-                print(format_match(match), flush=True)
+        async with matches:
+            async for match in matches:
+                count += 1
+                if args.json:
+                    results.append(match.to_json_dict())
+                else:
+                    print(format_match(match), flush=True)
+                if limit is not None and count >= limit:
+                    await matches.cancel()
+                    break
         status = matches.status
     if args.json:
         print(json.dumps(results, indent=2))
@@ -205,19 +225,93 @@ async def cmd_find(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _Counter:
+    """Pending-response counts to the progress display, and the C-CANCEL trigger."""
+
+    def __init__(self, progress: LiveProgress, limit: int | None, json_out: bool) -> None:
+        self.progress = progress
+        self.limit = limit
+        self.json = json_out
+        self.reached = asyncio.Event()
+
+    def __call__(self, pending: Pending) -> None:
+        if pending.remaining is not None:
+            self.progress.set_total(pending.remaining + pending.completed + pending.failed)
+        self.progress.advance_to(pending.completed + pending.warning, pending.failed)
+        if self.json:
+            emit(
+                "progress",
+                completed=pending.completed,
+                failed=pending.failed,
+                warning=pending.warning,
+                remaining=pending.remaining,
+            )
+        if self.limit is not None and pending.completed + pending.warning >= self.limit:
+            self.reached.set()
+
+
+async def _run_retrieve(op: Any, counter: _Counter) -> Any:
+    """Await a C-GET/C-MOVE, sending C-CANCEL once ``--cancel-after`` is reached."""
+    result = asyncio.ensure_future(_await(op))
+    reached = asyncio.ensure_future(counter.reached.wait())
+    try:
+        await asyncio.wait({reached, result}, return_when=asyncio.FIRST_COMPLETED)
+        if not result.done():
+            await op.cancel()
+        return await result
+    finally:
+        reached.cancel()
+
+
+async def _await(op: Any) -> Any:
+    return await op
+
+
+def _report(
+    args: argparse.Namespace, what: str, result: Any, progress: LiveProgress, where: str
+) -> None:
+    progress.close()
+    if args.json:
+        emit(
+            "summary",
+            service=what,
+            status=result.status.code,
+            completed=result.completed,
+            failed=result.failed,
+            warning=result.warning,
+            cancelled=result.cancelled,
+            received=len(result.instances),
+            failed_instances=list(result.failed_instances),
+            seconds=round(progress.elapsed, 3),
+        )
+    else:
+        print(f"{what}: {result}{where}")
+        _print_failed(result.failed_instances)
+
+
 async def cmd_get(args: argparse.Namespace) -> int:
     query = query_from(args)
+    limit = _check_cancel_after(args)
     sink = DirectorySink(args.out)
-    async with connect_from(args, contexts.for_get(models=(args.model,))) as assoc:
-        result = await assoc.get(query, model=args.model, receiver=sink, check=False)
-    print(f"C-GET: {result}; {len(result.instances)} file(s) in {args.out}")
-    for uid in result.failed_instances:
-        print(f"  failed: {uid}", file=sys.stderr)
-    return EXIT_OK if result.ok else EXIT_FAILED
+    syntaxes = proposed_syntaxes(args)
+    proposal = (
+        contexts.for_get(models=(args.model,))
+        if syntaxes is None
+        else contexts.for_get(models=(args.model,), transfer_syntaxes=syntaxes, compressed=())
+    )
+    progress = LiveProgress("C-GET", None, enabled=False if args.json else None)
+    counter = _Counter(progress, limit, args.json)
+    async with connect_with(args, proposal) as assoc:
+        check_identity_response(args, assoc)
+        op = assoc.get(query, model=args.model, receiver=sink, check=False, on_progress=counter)
+        result = await _run_retrieve(op, counter)
+    _report(args, "C-GET", result, progress, f"; {len(result.instances)} file(s) in {args.out}")
+    return EXIT_OK if result.ok or (limit is not None and result.cancelled) else EXIT_FAILED
 
 
 async def cmd_move(args: argparse.Namespace) -> int:
     query = query_from(args)
+    limit = _check_cancel_after(args)
     destination = args.dest or args.aet
     scp: StorageServer | None = None
     if args.listen_port is not None:
@@ -227,22 +321,28 @@ async def cmd_move(args: argparse.Namespace) -> int:
         await scp.start()
     elif args.out is not None:
         raise UsageError("--out is only used with --port (receiving the instances ourselves)")
+    progress = LiveProgress("C-MOVE", None, enabled=False if args.json else None)
+    counter = _Counter(progress, limit, args.json)
+    proposal = contexts.verification() + contexts.query_retrieve(
+        find=False, get=False, models=(args.model,)
+    )
     try:
-        async with connect_from(
-            args,
-            contexts.verification()
-            + contexts.query_retrieve(find=False, get=False, models=(args.model,)),
-        ) as assoc:
-            result = await assoc.move(
-                query, destination, model=args.model, receiver=scp, check=False
+        async with connect_with(args, _with_syntaxes(proposal, args)) as assoc:
+            check_identity_response(args, assoc)
+            op = assoc.move(
+                query,
+                destination,
+                model=args.model,
+                receiver=scp,
+                check=False,
+                on_progress=counter,
             )
+            result = await _run_retrieve(op, counter)
     finally:
         if scp is not None:
             scp.close()
             await scp.wait_closed()
     where = f"; {len(result.instances)} received in {args.out}" if scp is not None else ""
-    print(f"C-MOVE to {destination}: {result}{where}")
-    for uid in result.failed_instances:
-        print(f"  failed: {uid}", file=sys.stderr)
+    _report(args, f"C-MOVE to {destination}", result, progress, where)
     ok = result.ok and (scp is None or len(result.instances) >= result.completed)
-    return EXIT_OK if ok else EXIT_FAILED
+    return EXIT_OK if ok or (limit is not None and result.cancelled) else EXIT_FAILED
