@@ -1,6 +1,6 @@
 """Command-line tools like DCMTK's (``aiodimse echo|store|find|get|move|storescp|qrscp``),
-bulk retrieval jobs (``retrieve``), conformance checks of other implementations
-(``conformance``) and the ``demo``.
+bulk retrieval jobs (``retrieve``, ``worker``), probes of other implementations (``fuzz``,
+``conformance``) and the ``demo``.
 
 Each exits 0 only on success. Bad input (an unreachable host, a refused association, an
 unknown ``-k`` keyword, a missing file) gets one clear line on stderr, not a traceback;
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import AiodimseError
-from . import conformance, retrieve, servers, tools, worker
+from . import conformance, fuzz, retrieve, servers, tools, worker
 from .common import EXIT_FAILED, UsageError, log, setup_logging
 from .servers import load_qrscp_config
 
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     servers.register(sub)
     retrieve.register(sub)
     worker.register(sub)
+    fuzz.register(sub)
     conformance.register(sub)
     return parser
 
