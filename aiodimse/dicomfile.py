@@ -15,15 +15,7 @@ import zlib
 from array import array
 from dataclasses import dataclass
 from io import BytesIO
-from typing import BinaryIO, Final
-
-from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filereader import read_dataset
-from pydicom.filewriter import correct_ambiguous_vr, write_dataset
-from pydicom.sequence import Sequence
-from pydicom.uid import UID
+from typing import TYPE_CHECKING, BinaryIO, Final, TypeGuard
 
 from .errors import AiodimseError, TransferSyntaxError
 from .uids import (
@@ -33,6 +25,11 @@ from .uids import (
     transfer_syntax,
     uid_name,
 )
+
+if TYPE_CHECKING:
+    # pydicom costs ~0.3 s to import: only the functions that decode or encode a data set
+    # import it, so that Part 10 reading, file meta and the network paths start fast.
+    from pydicom.dataset import Dataset
 
 __all__ = [
     "DICM_PREFIX",
@@ -46,12 +43,30 @@ __all__ = [
     "convert_dataset_bytes",
     "dataset_bytes",
     "decode_dataset",
+    "empty_dataset",
     "encode_dataset",
+    "is_dataset",
     "open_dataset",
     "read_part10",
 ]
 
 PathLike = str | os.PathLike[str]
+
+
+def is_dataset(obj: object) -> TypeGuard[Dataset]:
+    """``isinstance(obj, pydicom.Dataset)`` without importing pydicom: if pydicom is not
+    loaded yet, nothing can be one of its data sets."""
+    pydicom_dataset = sys.modules.get("pydicom.dataset")
+    return pydicom_dataset is not None and isinstance(obj, pydicom_dataset.Dataset)
+
+
+def empty_dataset() -> Dataset:
+    """A new, empty pydicom Dataset (for code that must not import pydicom at start-up)."""
+    # Deferred: pydicom takes ~0.3 s to import; only a path that builds a data set needs it.
+    from pydicom.dataset import Dataset
+
+    return Dataset()
+
 
 PREAMBLE_LENGTH: Final = 128  # PS3.10 7.1
 DICM_PREFIX: Final = b"DICM"
@@ -327,6 +342,9 @@ def _source_syntax(ds: Dataset) -> str | None:
 
 def _pixel_data_encapsulated(ds: Dataset, source: str | None) -> bool | None:
     """None without pixel data, else whether (7FE0,0010) holds encapsulated fragments."""
+    # Deferred: pydicom is slow to import and only data set encoding needs it.
+    from pydicom.dataelem import DataElement, RawDataElement
+
     if _PIXEL_DATA not in ds:
         return False if any(tag in ds for tag in _OTHER_PIXEL_DATA) else None
     # get_item keeps a raw element raw (pydicom types it as DataElement)
@@ -360,6 +378,10 @@ def encode_dataset(ds: Dataset, transfer_syntax_uid: str, *, deflate_level: int 
     pixel data, or one whose pixel data is already in that syntax. Pixel data is never
     transcoded: anything else raises :class:`~aiodimse.errors.TransferSyntaxError`.
     """
+    # Deferred: pydicom is slow to import and only data set encoding needs it.
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
     target = _ts_or_error(transfer_syntax_uid)
     source = _source_syntax(ds)
     encapsulated = _pixel_data_encapsulated(ds, source)
@@ -421,6 +443,9 @@ def _source_little_endian(ds: Dataset, source: str | None) -> bool:
 
 
 def _without_low_groups(ds: Dataset) -> Dataset:
+    # Deferred: pydicom is slow to import and only data set encoding needs it.
+    from pydicom.dataset import Dataset
+
     out = Dataset({tag: ds.get_item(tag) for tag in ds.keys() if tag.group > 0x0002})  # noqa: SIM118
     implicit, little = ds.original_encoding
     out.set_original_encoding(implicit, little, ds.original_character_set)
@@ -440,6 +465,12 @@ def _swap(value: bytes, width: int) -> bytes:
 
 def _byteswapped_copy(ds: Dataset, source_little: bool) -> Dataset:
     """A copy of ``ds`` whose OW/OL/OF/OD/OV values are in the other byte order."""
+    # Deferred: pydicom is slow to import and only data set encoding needs it.
+    from pydicom.dataelem import DataElement
+    from pydicom.dataset import Dataset
+    from pydicom.filewriter import correct_ambiguous_vr
+    from pydicom.sequence import Sequence
+
     out = Dataset()
     for elem in ds:  # iteration converts raw elements with their own encoding
         value = elem.value
@@ -476,6 +507,11 @@ def decode_dataset(
     :func:`encode_dataset` knows what its pixel data is. An unknown syntax is read as
     explicit VR little endian, as PS3.5 A.4 has every encapsulated syntax do.
     """
+    # Deferred: pydicom is slow to import and only data set decoding needs it.
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.filereader import read_dataset
+    from pydicom.uid import UID
+
     ts = transfer_syntax(transfer_syntax_uid) or TransferSyntax(
         transfer_syntax_uid, transfer_syntax_uid, is_encapsulated=True
     )

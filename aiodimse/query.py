@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-from pydicom import Dataset, config
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from typing import TYPE_CHECKING, Any, cast
 
 from . import uids
+from .dicomfile import is_dataset
+
+if TYPE_CHECKING:
+    # Only the functions that build identifiers import pydicom (start-up time: the UID
+    # tables and model_uid are wanted by every command, pydicom by few).
+    from pydicom import Dataset
 
 __all__ = [
     "DEFAULT_RETURN_KEYS",
@@ -65,6 +68,9 @@ _TAG = re.compile(
 def _tag_of(key: str) -> int:
     """A DICOM keyword or a (gggg,eeee) / ggggeeee tag as an int; ValueError names the key."""
     text = key.strip()
+    # Deferred: pydicom takes ~0.3 s to import; only building or reading a query needs it.
+    from pydicom.datadict import tag_for_keyword
+
     tag = tag_for_keyword(text)
     if tag is not None:
         return int(tag)
@@ -80,6 +86,9 @@ def _tag_of(key: str) -> int:
 def vr_of(tag: int) -> str:
     """The VR of ``tag`` from the dictionary; UN for a tag it does not know (a private or
     newer attribute: PS3.5 6.2.2)."""
+    # Deferred: pydicom takes ~0.3 s to import; only building or reading a query needs it.
+    from pydicom.datadict import dictionary_VR
+
     try:
         return str(dictionary_VR(tag))
     except KeyError:
@@ -98,14 +107,21 @@ def parse_key(spec: str) -> tuple[int, str]:
 def to_dataset(query: Dataset | Mapping[str, Any] | Mapping[int, Any]) -> Dataset:
     """A query identifier from a Dataset (returned as is) or a mapping of keywords (or tags)
     to values; None or "" asks for the attribute to be returned (universal matching)."""
-    if isinstance(query, Dataset):
+    if is_dataset(query):
         return query
+    # Deferred: pydicom takes ~0.3 s to import; only building or reading a query needs it.
+    from pydicom import config
+
     # Matching values are not plain values (ranges, wildcards, UID lists): no VR warnings.
     with config.disable_value_validation():
-        return _from_mapping(query)
+        # (is_dataset is a TypeGuard: it does not narrow the other branch)
+        return _from_mapping(cast("Mapping[str, Any] | Mapping[int, Any]", query))
 
 
 def _from_mapping(query: Mapping[str, Any] | Mapping[int, Any]) -> Dataset:
+    # Deferred: pydicom takes ~0.3 s to import; only building or reading a query needs it.
+    from pydicom import Dataset
+
     ds = Dataset()
     for key, value in query.items():
         tag = key if isinstance(key, int) else _tag_of(str(key))
@@ -153,6 +169,9 @@ UNIQUE_KEYS = {
 def build_query(keys: Sequence[str], level: str | None = None) -> Dataset:
     """A query identifier from DCMTK-style ``-k`` keys and a level (default STUDY, or what
     the keys say); the level's unique key is added when missing. ValueError names a bad key."""
+    # Deferred: pydicom takes ~0.3 s to import; only building or reading a query needs it.
+    from pydicom import Dataset, config
+
     ds = Dataset()
     for spec in keys:
         tag, value = parse_key(spec)
@@ -179,20 +198,12 @@ def build_query(keys: Sequence[str], level: str | None = None) -> Dataset:
     return ds
 
 
-def _ensure_return_keys(ds: Dataset) -> Dataset:
-    """Without any key but the level and its unique key, ask for the usual ones."""
-    level = str(ds.QueryRetrieveLevel)
-    named = {keyword_for_tag(e.tag) for e in ds} - {"QueryRetrieveLevel", UNIQUE_KEYS[level]}
-    if not named:
-        for keyword in DEFAULT_RETURN_KEYS[level]:
-            if keyword not in ds:
-                setattr(ds, keyword, "")
-    return ds
-
-
 def with_return_keys(ds: Dataset) -> Dataset:
     """Without any key but the level and its unique key, ask for the usual ones."""
     level = str(ds.QueryRetrieveLevel)
+    # Deferred: pydicom takes ~0.3 s to import; only building or reading a query needs it.
+    from pydicom.datadict import keyword_for_tag
+
     named = {keyword_for_tag(e.tag) for e in ds} - {"QueryRetrieveLevel", UNIQUE_KEYS[level]}
     if not named:
         for keyword in DEFAULT_RETURN_KEYS[level]:

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
-from pydicom import Dataset
-
-from .dicomfile import decode_dataset
+from .dicomfile import decode_dataset, empty_dataset
 from .dimse.commands import Message
 from .errors import AiodimseError
 from .transport.exchange import Incoming
 from .transport.targets import MemoryTarget
 from .ul.negotiation import NegotiatedContext
+
+if TYPE_CHECKING:
+    # Annotations only: pydicom takes ~0.3 s to import, decode_dataset imports it when used.
+    from pydicom import Dataset
 
 __all__ = [
     "AssociationInfo",
@@ -133,7 +135,7 @@ class StoreRequest(Request):
 class FindRequest(Request):
     """A C-FIND-RQ with its decoded identifier."""
 
-    identifier: Dataset = field(default_factory=Dataset)
+    identifier: Dataset = field(default_factory=empty_dataset)
 
     @property
     def query_level(self) -> str:

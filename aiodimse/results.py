@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from pydicom import Dataset
+from typing import TYPE_CHECKING
 
 from .dicomfile import dataset_bytes, decode_dataset, read_part10
 from .dimse.status import StatusCategory, StatusInfo
 from .requests import StoreRequest
+
+if TYPE_CHECKING:
+    # Annotations only: pydicom takes ~0.3 s to import, decode_dataset imports it when used.
+    from pydicom import Dataset
 
 __all__ = ["FindResult", "OperationResult", "Progress", "RetrieveResult", "StoredInstance"]
 

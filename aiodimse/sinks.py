@@ -18,9 +18,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
-
-from pydicom import Dataset, dcmread
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from .dicomfile import build_file_meta
 from .dimse.status import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, is_completed
@@ -29,6 +27,10 @@ from .requests import StoreRequest, StoreWriter
 from .results import StoredInstance
 from .transport.targets import MemoryTarget
 from .uids import is_valid_uid
+
+if TYPE_CHECKING:
+    # pydicom takes ~0.3 s to import: only reading a received header needs it (below).
+    from pydicom import Dataset
 
 __all__ = [
     "DirectorySink",
@@ -49,7 +51,7 @@ _tmp_ids = itertools.count(1)
 #: The rule for an instance whose Move Originator AE Title and Message ID are the move's.
 EXACT = "Move Originator AE Title and Message ID"
 
-Query = Mapping[str, Any] | Dataset
+Query: TypeAlias = "Mapping[str, Any] | Dataset"
 
 
 #: ``.<name>.<pid>.<n>.part``: the temporary files of temp_path_for().
@@ -367,6 +369,10 @@ def _wanted_uids(query: Query) -> dict[str, frozenset[str]]:
 
 def _instance_uids(instance: StoredInstance) -> dict[str, str]:
     """The Study and Series Instance UIDs of a received instance (its header read)."""
+    # Deferred: pydicom takes ~0.3 s to import; only a move whose SCP misnames the
+    # originator gets here.
+    from pydicom import dcmread
+
     ds: Dataset
     try:
         if instance.path is not None:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import re
-import uuid
 from dataclasses import dataclass
 from typing import Final
-
-from pydicom.uid import UID as _PydicomUID
 
 __all__ = [
     "COMPOSITE_INSTANCE_RETRIEVE_WITHOUT_BULK_DATA_GET",
@@ -80,6 +77,9 @@ def is_valid_uid(value: str) -> bool:
 
 def generate_uid() -> str:
     """A new UID under the ``2.25`` root, derived from a random UUID (PS3.5 B.2)."""
+    # Here, not at the top: uuid loads platform, ~5 ms that every start-up would pay.
+    import uuid
+
     return f"2.25.{uuid.uuid4().int}"
 
 
@@ -1017,7 +1017,11 @@ def uid_name(uid: str) -> str:
     name = _NAMES.get(uid)
     if name is not None:
         return name
+    # Deferred: pydicom's dictionary is only wanted for a UID our tables lack, and pydicom
+    # takes ~0.3 s to import (the codec and the command line must start without it).
+    from pydicom.uid import UID
+
     try:
-        return str(_PydicomUID(uid).name)
+        return str(UID(uid).name)
     except Exception:  # pydicom rejects odd input in its own ways; the UID is still a name
         return uid

@@ -9,6 +9,7 @@ skips the test, except under ``CI=true`` where it fails (see ``_settings.require
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 from collections.abc import Callable, Generator, Mapping, Sequence
 from pathlib import Path
@@ -37,6 +38,19 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if CI else "dev"
 
 PEER_FIXTURES = frozenset({"storescp_peer", "dcmqrscp_peer", "orthanc_peer"})
 _REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+@pytest.fixture(autouse=True)
+def _aiodimse_logger_restored() -> Generator[None, None, None]:
+    """A command run in-process (``aiodimse.cli.main``) sets up the ``aiodimse`` logger as
+    a process would: its own stderr handler, no propagation. Put it back after each test,
+    so that later tests' ``caplog`` still sees the records."""
+    logger = logging.getLogger("aiodimse")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    try:
+        yield
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

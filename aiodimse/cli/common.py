@@ -4,16 +4,18 @@ the association an SCU command asks for, a progress line, serving until a signal
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..association import connect
 from ..config import Timeouts
 from ..errors import check_ae_title
-from ..ul.negotiation import ContextRequest
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from ..ul.negotiation import ContextRequest
 
 log = logging.getLogger("aiodimse.cli")
 
@@ -123,6 +125,10 @@ def timeouts(args: argparse.Namespace) -> Timeouts:
 
 def connect_from(args: argparse.Namespace, proposal: list[ContextRequest]) -> Any:
     """The association an SCU command asks for, from its common options."""
+    # Deferred: `aiodimse --version` and every parser load this module; only a command
+    # that connects needs the association stack.
+    from ..association import connect
+
     return connect(
         args.host,
         args.port,
@@ -158,6 +164,9 @@ class Progress:
 
 def stop_on_signals() -> asyncio.Event:
     """An event set by SIGINT or SIGTERM (where the loop can take signal handlers)."""
+    # Here, not at the top: `aiodimse --version` loads this module and needs no asyncio.
+    import asyncio
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -35,8 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydicom import dcmread
-
 from ..results import StoredInstance
 from ..uids import is_valid_uid
 
@@ -133,6 +131,9 @@ def study_uid(instance: StoredInstance) -> str | None:
     """The instance's Study Instance UID from its file header, or None (not a valid UID)."""
     if instance.path is None:
         return None
+    # Deferred: pydicom takes ~0.3 s to import; a plain `storescp` never reads a header.
+    from pydicom import dcmread
+
     try:
         ds = dcmread(instance.path, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
     except Exception as exc:

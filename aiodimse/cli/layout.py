@@ -16,10 +16,6 @@ import os
 import re
 from pathlib import Path
 
-from pydicom import dcmread
-from pydicom.datadict import dictionary_VR, tag_for_keyword
-from pydicom.tag import Tag
-
 from ..dimse.status import CANNOT_UNDERSTAND
 from ..errors import StatusError
 from ..requests import StoreRequest
@@ -51,6 +47,10 @@ class PathPattern:
 
     @staticmethod
     def _tag(name: str) -> int:
+        # Deferred: pydicom takes ~0.3 s to import; a plain `storescp` never reads a header.
+        from pydicom.datadict import tag_for_keyword
+        from pydicom.tag import Tag
+
         if re.fullmatch(r"[0-9A-Fa-f]{8}", name):
             return int(Tag(int(name, 16)))
         tag = tag_for_keyword(name)
@@ -81,6 +81,9 @@ class PathPattern:
 
 
 def _is_uid(tag: int) -> bool:
+    # Deferred: pydicom takes ~0.3 s to import; a plain `storescp` never reads a header.
+    from pydicom.datadict import dictionary_VR
+
     try:
         return bool(dictionary_VR(tag) == "UI")
     except KeyError:
@@ -137,6 +140,9 @@ class LayoutSink(DirectorySink):
     def final_path(self, written: Path, request: StoreRequest) -> Path:
         if self.pattern is None:
             return self.path_for(request.sop_instance_uid)
+        # Deferred: pydicom takes ~0.3 s to import; a plain `storescp` never reads a header.
+        from pydicom import dcmread
+
         try:
             ds = dcmread(
                 written, stop_before_pixels=True, specific_tags=list(self.pattern.tags.values())

@@ -15,9 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
-
-from pydicom import Dataset
+from typing import TYPE_CHECKING, Any
 
 from ..config import MAX_INFLATED_IDENTIFIER
 from ..dicomfile import decode_dataset, encode_dataset
@@ -30,6 +28,10 @@ from ..sinks import MemorySink, MoveReceiver, MoveTracker, Sink, StorageHandler
 from ..transport.exchange import Exchange, Outgoing
 from .operation import Operation, OperationCore
 from .services import context_for, failure_error, result_detail
+
+if TYPE_CHECKING:
+    # Annotations only: pydicom takes ~0.3 s to import (is_dataset() checks at run time).
+    from pydicom import Dataset
 
 __all__ = ["Retrieval", "RetrieveUser", "StoreDiversion"]
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Mapping
-from typing import Any
-
-from pydicom import Dataset
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .. import uids
 from ..completeness import check_complete
@@ -21,7 +19,9 @@ from ..dicomfile import (
     convert_dataset_bytes,
     dataset_bytes,
     decode_dataset,
+    empty_dataset,
     encode_dataset,
+    is_dataset,
     read_part10,
 )
 from ..dimse.commands import CEchoRQ, CFindRQ, CStoreRQ, Message, Priority
@@ -34,6 +34,10 @@ from ..transport.wire import FileRegion
 from ..ul.negotiation import Negotiated, NegotiatedContext
 from .operation import Operation, OperationCore
 
+if TYPE_CHECKING:
+    # Annotations only: pydicom takes ~0.3 s to import (is_dataset() checks at run time).
+    from pydicom import Dataset
+
 __all__ = [
     "Find",
     "ServiceUser",
@@ -44,10 +48,10 @@ __all__ = [
     "result_detail",
 ]
 
-StoreSource = str | os.PathLike[str] | Dataset
+StoreSource: TypeAlias = "str | os.PathLike[str] | Dataset"
 
 #: A C-FIND in progress: iterate it for the matches, await it for a FindResult.
-Find = Operation[Dataset, FindResult]
+Find: TypeAlias = "Operation[Dataset, FindResult]"
 
 
 def context_for(
@@ -203,7 +207,7 @@ class ServiceUser:
     def _prepare_store(
         self, source: StoreSource
     ) -> tuple[NegotiatedContext, str, str, bytes | memoryview | FileRegion]:
-        if isinstance(source, Dataset):
+        if is_dataset(source):
             sop_class = str(source.SOPClassUID)
             sop_instance = str(source.SOPInstanceUID)
             meta = getattr(source, "file_meta", None)
@@ -278,7 +282,7 @@ class ServiceUser:
                 nonlocal count
                 count += 1
                 match = (
-                    Dataset()
+                    empty_dataset()
                     if data is None
                     else decode_dataset(data, syntax, max_inflated_size=MAX_INFLATED_IDENTIFIER)
                 )

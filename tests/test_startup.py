@@ -1,0 +1,105 @@
+"""Start-up of the command line: what ``aiodimse echo`` imports, and the lazy command table.
+
+The time itself is measured by benchmarks/bench_startup.py; here a fresh interpreter runs
+the command and reports ``sys.modules``, so that a module-level import of something heavy
+(pydicom, the archive and its sqlite3, the jobs, the fuzzer) on the echo path fails a test.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aiodimse.cli import COMMAND_MODULES, build_parser, main
+from aiodimse.testing.peers import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: Never needed to start ``aiodimse echo`` or ``aiodimse --version``.
+HEAVY = (
+    "sqlite3",
+    "aiodimse.archive",
+    "aiodimse.jobs",
+    "aiodimse.fuzz",
+    "aiodimse.server",
+    "rich",
+    "procrastinate",
+)
+
+_PROBE = """
+import contextlib, io, json, sys
+from aiodimse.cli import main
+with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    try:
+        code = main(sys.argv[1:])
+    except SystemExit as exc:
+        code = exc.code
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+
+
+def imported_by(*argv: str) -> tuple[object, set[str]]:
+    """Run ``aiodimse argv`` in a fresh interpreter: its exit code and every module loaded."""
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE, *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        check=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return result["code"], set(result["modules"])
+
+
+def loaded(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    return [name for name in names if name in modules]
+
+
+def echo_to_nobody() -> tuple[object, set[str]]:
+    """``aiodimse echo`` to a port nothing listens on: the whole echo path, connect
+    included, ending in one refused connection (exit 1)."""
+    code, modules = imported_by("echo", "127.0.0.1", str(free_port()), "--timeout", "5")
+    assert code == 1  # it really tried: refused, not a usage error
+    assert "aiodimse.association" in modules
+    return code, modules
+
+
+def test_echo_starts_without_the_archive_jobs_or_fuzzer() -> None:
+    _, modules = echo_to_nobody()
+    assert loaded(modules, HEAVY) == []
+
+
+def test_echo_starts_without_pydicom() -> None:
+    _, modules = echo_to_nobody()
+    assert loaded(modules, ("pydicom", "numpy")) == []
+
+
+def test_version_imports_no_command() -> None:
+    code, modules = imported_by("--version")
+    assert code == 0
+    assert loaded(modules, ("pydicom", "aiodimse.association", *HEAVY)) == []
+
+
+def test_the_command_table_names_what_each_module_registers() -> None:
+    full = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert set(full) == {c for names in COMMAND_MODULES.values() for c in names}
+    for commands in COMMAND_MODULES.values():
+        for command in commands:
+            # Only the command's own module is registered, and all of its commands are.
+            parser = build_parser([command])
+            choices = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+            assert set(choices) == set(commands), command
+
+
+def test_an_unknown_command_still_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["ehco", "127.0.0.1", "104"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'ehco'" in err and "storescp" in err and "retrieve" in err
