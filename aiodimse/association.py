@@ -12,9 +12,7 @@ from __future__ import annotations
 import logging
 import ssl as _ssl
 from collections.abc import Callable, Generator, Mapping, Sequence
-from typing import Any
-
-from pydicom import Dataset
+from typing import TYPE_CHECKING, Any
 
 from . import uids
 from .config import DEFAULT_MAX_IN_MEMORY, DEFAULT_MAX_PDU, Timeouts
@@ -25,6 +23,7 @@ from .errors import NegotiationError, check_ae_title
 from .pdu import AAssociateRQ, UserIdentityRQ
 from .results import Progress
 from .scp.provider import ServiceProvider
+from .scp.retrieve import SUB_OPERATION_WINDOW
 from .scu.retrieve import Retrieval, RetrieveUser
 from .scu.services import Find, ServiceUser, StoreSource
 from .sinks import MoveReceiver, Sink
@@ -33,6 +32,10 @@ from .transport.link import Link
 from .transport.wire import WireData
 from .ul.fsm import State
 from .ul.negotiation import ContextRequest, Negotiated, NegotiatedContext, build_request
+
+if TYPE_CHECKING:
+    # Annotations only: pydicom takes ~0.3 s to import, and `aiodimse echo` needs none of it.
+    from pydicom import Dataset
 
 __all__ = ["Association", "connect"]
 
@@ -45,7 +48,9 @@ class Association:
     Obtained from :func:`connect` (we are the requestor) or handed to a server's handler
     (we are the acceptor). ``async with`` releases it on exit, or aborts it if the block
     raised. ``handler`` answers the requests the peer sends on it (see
-    :mod:`aiodimse.scp`).
+    :mod:`aiodimse.scp`); ``sub_operation_window`` is the most C-STORE sub-operations a
+    C-GET / C-MOVE it serves keeps outstanding (1: one at a time), ``move_window`` the
+    window a C-MOVE proposes on its sub-association (1, the default: none proposed).
     """
 
     def __init__(
@@ -58,6 +63,8 @@ class Association:
         handler: object | None = None,
         destinations: Mapping[str, tuple[str, int]] | None = None,
         sub_association_ssl: _ssl.SSLContext | None = None,
+        sub_operation_window: int = SUB_OPERATION_WINDOW,
+        move_window: int = 1,
     ) -> None:
         self.link = Link(local_ae=local_ae, timeouts=timeouts, max_pdu=max_pdu)
         self.exchange = Exchange(self.link, max_in_memory=max_in_memory)
@@ -68,6 +75,8 @@ class Association:
             handler=handler,
             destinations=destinations,
             open_association=self._open_sub_association,
+            sub_operation_window=sub_operation_window,
+            move_window=move_window,
         )
         self._user = ServiceUser(self.exchange)
         self._retrieve = RetrieveUser(self.exchange, self.provider.divert_stores)
@@ -273,7 +282,12 @@ class Association:
     # -- the SCP's hook for C-MOVE sub-associations ---------------------------------------------
 
     async def _open_sub_association(
-        self, host: str, port: int, called_ae: str, contexts: Sequence[ContextRequest]
+        self,
+        host: str,
+        port: int,
+        called_ae: str,
+        contexts: Sequence[ContextRequest],
+        async_window: tuple[int, int] | None,
     ) -> Association:
         # A sub-operation that stalls must fail here, and be reported in a final response,
         # before the SCU that waits for our next response gives up on us (PS3.4 C.4.2.3).
@@ -285,6 +299,7 @@ class Association:
             contexts=contexts,
             timeouts=self.timeouts.for_sub_operations(),
             ssl=self._sub_ssl,
+            async_window=async_window,
         )
 
 

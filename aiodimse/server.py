@@ -34,6 +34,7 @@ from .config import (
 from .errors import check_ae_title
 from .pdu import AAssociateRQ, UserIdentityRQ
 from .results import StoredInstance
+from .scp.retrieve import SUB_OPERATION_WINDOW
 from .sinks import DirectorySink, MoveTracker, Query, Sink, StorageHandler
 from .ul.negotiation import (
     LOCAL_LIMIT_EXCEEDED,
@@ -83,6 +84,12 @@ class Server:
     least ``config.MIN_UNASSOCIATED``): past it
     the oldest is closed if it has been silent for ``unassociated_grace`` seconds (so a
     burst of clients is not cut), so idle connections cannot lock legitimate clients out.
+    ``sub_operation_window`` bounds the C-STORE sub-operations a C-GET or C-MOVE keeps
+    outstanding (within what the peer grants); ``move_window`` (> 1) makes a C-MOVE propose
+    that window on its sub-association (off by default: some SCPs drop associations that
+    offer one). ``reuse_port`` sets SO_REUSEPORT, so that several processes can listen on
+    one port and the kernel spread connections among them (Linux; ``aiodimse qrscp
+    --workers N``).
 
     It listens on ``host`` (127.0.0.1 unless told otherwise) and behaves like
     ``asyncio.Server``: ``await start()`` (or ``async with``), ``is_serving()``,
@@ -116,6 +123,9 @@ class Server:
         move_ssl: _ssl.SSLContext | None = None,
         max_unassociated: int | None = None,
         unassociated_grace: float = UNASSOCIATED_GRACE,
+        reuse_port: bool = False,
+        sub_operation_window: int = SUB_OPERATION_WINDOW,
+        move_window: int = 1,
     ) -> None:
         check_ae_title(ae_title, "ae_title")
         self.handler = handler
@@ -142,6 +152,11 @@ class Server:
         self.user_identity = user_identity
         self.require_user_identity = require_user_identity
         self.backlog = backlog
+        self.reuse_port = reuse_port
+        if sub_operation_window < 1 or move_window < 1:
+            raise ValueError("sub_operation_window and move_window must be at least 1")
+        self.sub_operation_window = sub_operation_window
+        self.move_window = move_window
         self.move_ssl = move_ssl
         #: Connections that have not (yet) associated, at most: past it the oldest is
         #: closed, so that idle connections cannot lock legitimate clients out.
@@ -190,6 +205,8 @@ class Server:
             ssl_handshake_timeout=self.timeouts.connect if self.ssl else None,
             backlog=self.backlog,
             reuse_address=True,
+            # Several processes listening on one port, the kernel spreading the connections.
+            reuse_port=self.reuse_port or None,
         )
         log.info(
             "%s listening on %s:%d%s",
@@ -250,6 +267,8 @@ class Server:
             handler=self.handler,
             destinations=self.destinations,
             sub_association_ssl=self.move_ssl,
+            sub_operation_window=self.sub_operation_window,
+            move_window=self.move_window,
         )
         link = assoc.link
 

@@ -5,13 +5,18 @@ JSON line: servers ``{"ready": true, "port": ...}`` once they listen (then serve
 SIGTERM), clients their result ``{"seconds": ..., ...}`` when done. Clients time themselves
 from their association request to its release (interpreter start-up excluded).
 
-    python benchmarks/_retrieve_workers.py serve archive --dir D [--dest AE=PORT ...]
+    python benchmarks/_retrieve_workers.py serve archive --dir D [--dest AE=PORT ...] [--window N]
     python benchmarks/_retrieve_workers.py serve pynetdicom-qr --files-from LIST [--dest AE=PORT]
     python benchmarks/_retrieve_workers.py serve window --dir D --window N
     python benchmarks/_retrieve_workers.py move aiodimse|pynetdicom --port P --study UID
-        --dest-ae AE --dest-port N --out D
+        --dest-ae AE --dest-port N --out D [--window N]
     python benchmarks/_retrieve_workers.py get aiodimse|pynetdicom --port P --study UID --out D
+        [--window N]
     python benchmarks/_retrieve_workers.py window-store --port P --files-from LIST --window N
+
+``--window N`` (aiodimse): the archive allows the asynchronous operations window (N, N), as
+``qrscp --async-window N`` does; the move client's receiver grants the SCP N outstanding
+C-STOREs, the get client proposes to perform N; without it, sub-operations go one at a time.
 
 The orchestrator starts them with ``_common.start_server`` and ``_common.run_client``
 (``script=_common.RETRIEVE_WORKERS``).
@@ -82,6 +87,7 @@ async def _serve_archive(args: argparse.Namespace) -> None:
         port=0,
         host="127.0.0.1",
         destinations=_destinations(args.dest),
+        async_window=(args.window, args.window) if args.window else None,
     )
     try:
         async with server:
@@ -206,12 +212,14 @@ def _result_of(result: Any, service_seconds: float) -> dict[str, Any]:
 
 
 async def _move_aiodimse(args: argparse.Namespace) -> dict[str, Any]:
-    """C-MOVE to a StorageServer on this process's own loop (``receive=``)."""
+    """C-MOVE to a StorageServer on this process's own loop (``receive=``); with
+    ``--window N`` it grants the SCP's sub-association N outstanding C-STOREs."""
     import aiodimse
 
     contexts = aiodimse.contexts.query_retrieve(find=False, get=False, models=("study",))
+    window = (1, args.window) if args.window else None
     async with aiodimse.StorageServer(
-        args.out, "127.0.0.1", args.dest_port, ae_title=args.dest_ae
+        args.out, "127.0.0.1", args.dest_port, ae_title=args.dest_ae, async_window=window
     ) as scp:
         start = time.perf_counter()
         cpu = time.process_time()
@@ -234,13 +242,15 @@ async def _move_aiodimse(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _get_aiodimse(args: argparse.Namespace) -> dict[str, Any]:
-    """C-GET with ``contexts.for_get()`` into a DirectorySink."""
+    """C-GET with ``contexts.for_get()`` into a DirectorySink; with ``--window N`` it
+    proposes to perform N C-STORE sub-operations at once."""
     import aiodimse
 
     sink = aiodimse.DirectorySink(args.out)
+    window = (1, args.window) if args.window else None
     start = time.perf_counter()
     cpu = time.process_time()
-    async with _connect(args, aiodimse.contexts.for_get()) as assoc:
+    async with _connect(args, aiodimse.contexts.for_get(), async_window=window) as assoc:
         nodelay = _assoc_nodelay(assoc)
         begun = time.perf_counter()
         result = await assoc.get(_query(args.study), receiver=sink, check=False)
@@ -458,6 +468,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--study", required=True)
         p.add_argument("--out", type=Path, required=True)
         p.add_argument("--dimse-timeout", type=float, default=60.0)
+        p.add_argument("--window", type=int, default=0, help="0 = sub-operations one at a time")
         if name == "move":
             p.add_argument("--dest-ae", required=True)
             p.add_argument("--dest-port", type=int, required=True)

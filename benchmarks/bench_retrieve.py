@@ -14,6 +14,11 @@ Rows (C-MOVE: SCU -> SCP -> destination; C-GET: SCU <- SCP):
 
 - aiodimse SCU, C-MOVE to a ``StorageServer`` on the SCU's own loop (``receive=``), C-GET
   with ``contexts.for_get()`` into a ``DirectorySink``; against dcmqrscp and the archive;
+- the same against the archive with pipelined sub-operations ("window 8"): the C-MOVE
+  destination grants the SCP's sub-association 8 outstanding C-STOREs, the C-GET SCU
+  proposes to perform 8 (the archive allows the window (8, 8), as ``qrscp --async-window 8``
+  does). "vs serial" divides by the row without the window (same SCU, SCP and receiver;
+  sub-operations one at a time, as with any peer that grants no window);
 - pynetdicom SCU against the pynetdicom SCP: C-MOVE to the SCU's own storage SCP (same AE,
   started with ``start_server(block=False)``), C-GET with role selection and a C-STORE
   handler; both write received data sets straight to a file (STORE_RECV_CHUNKED_DATASET);
@@ -74,11 +79,24 @@ class Spec:
     label: str
     client: str  # aiodimse | pynetdicom | movescu | movescu-port | getscu
     scp: str  # dcmqrscp | archive | pynetdicom
+    #: The asynchronous operations window the receiver grants the SCP (0: none, serial).
+    window: int = 0
 
 
 _OWN = "(on the SCU's loop)"
+#: The window of the pipelined rows: what the receiver grants, and the archive's default
+#: number of outstanding sub-operations (aiodimse.scp.retrieve.SUB_OPERATION_WINDOW).
+WINDOW = 8
 SPECS: tuple[Spec, ...] = (
     Spec("move", "aiodimse", f"aiodimse -> archive -> aiodimse {_OWN}", "aiodimse", "archive"),
+    Spec(
+        "move",
+        "aiodimse-window",
+        f"aiodimse -> archive -> aiodimse, window {WINDOW}",
+        "aiodimse",
+        "archive",
+        WINDOW,
+    ),
     Spec(
         "move",
         "aiodimse-dcmqrscp",
@@ -97,6 +115,14 @@ SPECS: tuple[Spec, ...] = (
     Spec("move", "dcmtk-self", "movescu --port -> dcmqrscp -> movescu", "movescu-port", "dcmqrscp"),
     Spec("move", "dcmtk-archive", "movescu -> archive -> storescp", "movescu", "archive"),
     Spec("get", "aiodimse", "aiodimse <- archive", "aiodimse", "archive"),
+    Spec(
+        "get",
+        "aiodimse-window",
+        f"aiodimse <- archive, window {WINDOW}",
+        "aiodimse",
+        "archive",
+        WINDOW,
+    ),
     Spec("get", "aiodimse-dcmqrscp", "aiodimse <- dcmqrscp", "aiodimse", "dcmqrscp"),
     Spec("get", "pynetdicom", "pynetdicom <- pynetdicom", "pynetdicom", "pynetdicom"),
     Spec("get", "dcmtk", "getscu <- dcmqrscp", "getscu", "dcmqrscp"),
@@ -105,6 +131,8 @@ SPECS: tuple[Spec, ...] = (
 #: The rows the ratio columns divide by (the same key in each service).
 PYNETDICOM_ROW = "pynetdicom"
 DCMTK_ROW = "dcmtk"
+#: What the pipelined rows are compared with: the same SCU, SCP and receiver, no window.
+SERIAL_ROW = "aiodimse"
 
 
 @dataclass
@@ -198,6 +226,8 @@ def start_scps(setup: Setup, wanted: set[str], dcmtk: bool, profile: Path | None
             f"{AIODIMSE_DEST}={ports['aiodimse']}",
             "--dest",
             f"{STORESCP_DEST}={ports['storescp']}",
+            "--window",
+            WINDOW,
             script=C.RETRIEVE_WORKERS,
             timeout=60.0,
             profile=profile / "archive-server.prof" if profile else None,
@@ -295,6 +325,8 @@ def run_python(
     port, _, called = setup.scps[spec.scp]
     args: list[object] = [spec.service, spec.client, "--port", port, "--called-ae", called]
     args += ["--study", setup.study, "--out", out, "--dimse-timeout", min(60.0, timeout / 2)]
+    if spec.window:
+        args += ["--window", spec.window]
     if spec.service == "move":
         dest_ae = AIODIMSE_DEST if spec.client == "aiodimse" else PYNETDICOM_DEST
         args += ["--dest-ae", dest_ae, "--dest-port", setup.ports[spec.client]]
@@ -470,7 +502,7 @@ def main() -> None:
         table: list[list[object]] = []
         for row in chosen:
             if row.skipped:
-                table.append([row.spec.label, *([None] * 6), row.skipped, None])
+                table.append([row.spec.label, *([None] * 7), row.skipped, None])
                 continue
             got = sum(int(r.get("files", 0)) for r in row.runs)
             statuses = sorted({str(r.get("status")) for r in row.runs})
@@ -482,6 +514,7 @@ def main() -> None:
                     C.median(row.mib_rates),
                     C.ratio(rate, med.get(PYNETDICOM_ROW)),
                     C.ratio(rate, med.get(DCMTK_ROW)),
+                    C.ratio(rate, med.get(SERIAL_ROW)) if row.spec.window else None,
                     _cpu_ms(row.runs, ("cpu_seconds", "dest_cpu_seconds"), n),
                     _cpu_ms(row.runs, ("scp_cpu_seconds",), n),
                     f"{got}/{len(row.runs) * n}",
@@ -496,6 +529,7 @@ def main() -> None:
                 "MiB/s",
                 "vs pynetdicom",
                 "vs DCMTK",
+                "vs serial",
                 "SCU side CPU ms/inst",
                 "SCP CPU ms/inst",
                 "received",

@@ -34,12 +34,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
-
-from pydicom import Dataset
+from typing import TYPE_CHECKING, Any
 
 from ..config import MAX_INFLATED_IDENTIFIER
-from ..dicomfile import decode_dataset, encode_dataset
+from ..dicomfile import decode_dataset, empty_dataset, encode_dataset
 from ..dimse.commands import (
     CEchoRQ,
     CEchoRSP,
@@ -69,7 +67,11 @@ from ..transport.exchange import Exchange, Incoming
 from ..transport.targets import DataTarget, MemoryTarget, NullTarget
 from ..ul.negotiation import NegotiatedContext
 from .hooks import aiter_results, call_hook, handler_hook
-from .retrieve import OpenAssociation, serve_retrieve
+from .retrieve import SUB_OPERATION_WINDOW, OpenAssociation, serve_retrieve
+
+if TYPE_CHECKING:
+    # Annotations only: pydicom takes ~0.3 s to import (is_dataset() checks at run time).
+    from pydicom import Dataset
 
 __all__ = ["ServiceProvider"]
 
@@ -90,6 +92,8 @@ class ServiceProvider:
         handler: object | None = None,
         destinations: Mapping[str, tuple[str, int]] | None = None,
         open_association: OpenAssociation | None = None,
+        sub_operation_window: int = SUB_OPERATION_WINDOW,
+        move_window: int = 1,
     ) -> None:
         self.exchange = exchange
         #: What requests name as their ``association`` (the public Association).
@@ -97,6 +101,10 @@ class ServiceProvider:
         self.handler = handler
         self.destinations: Mapping[str, tuple[str, int]] = destinations or {}
         self.open_association = open_association
+        #: Most C-STORE sub-operations outstanding per C-GET / C-MOVE (see :mod:`.retrieve`).
+        self.sub_operation_window = sub_operation_window
+        #: The window a C-MOVE proposes on its sub-association (1: none is proposed).
+        self.move_window = move_window
         #: While a C-GET we invoked is in progress, its C-STORE sub-operations go here.
         self._diverted: object | None = None
         exchange.performer = self
@@ -184,7 +192,7 @@ class ServiceProvider:
         if target is not None:
             target.discard()
         if data is None:
-            return Dataset()
+            return empty_dataset()
         assert inc.context.transfer_syntax is not None
         identifier = decode_dataset(
             data, inc.context.transfer_syntax, max_inflated_size=MAX_INFLATED_IDENTIFIER

@@ -10,6 +10,15 @@ the loss of an association stops the rest. C-GET sends on the association the re
 came on; C-MOVE opens a sub-association to the destination through the provider's
 ``open_association`` hook (the association layer supplies it: this module never opens
 connections itself).
+
+Sub-operations are pipelined through the asynchronous operations window (PS3.7 D.3.3.3):
+up to :data:`SUB_OPERATION_WINDOW` C-STOREs are outstanding at once, fewer if the peer
+grants less. A C-GET uses what the requestor negotiated (its "performed" limit: it asked
+for it). A C-MOVE proposes a window on its sub-association only when the server is told
+to (``move_window``, off by default: some SCPs drop associations that offer one). A peer
+that grants no window gets one sub-operation at a time. Counts only move when a
+C-STORE-RSP arrives; after a C-CANCEL no sub-operation starts, and those outstanding are
+awaited and counted.
 """
 
 from __future__ import annotations
@@ -18,13 +27,11 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Protocol
-
-from pydicom import Dataset
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import uids
 from ..contexts import for_instances
-from ..dicomfile import NotDicomError, encode_dataset, read_part10
+from ..dicomfile import NotDicomError, empty_dataset, encode_dataset, is_dataset, read_part10
 from ..dimse.commands import CGetRQ, CGetRSP, CMoveRQ, CMoveRSP
 from ..dimse.status import (
     CANCEL,
@@ -43,12 +50,27 @@ from ..dimse.status import (
 from ..errors import AiodimseError, AssociationError, NegotiationError
 from ..requests import RetrieveRequest
 from ..transport.exchange import Incoming
-from ..ul.negotiation import ContextRequest
+from ..ul.negotiation import ContextRequest, Negotiated
 from .hooks import aiter_results, call_hook, handler_hook
 
-__all__ = ["OpenAssociation", "Provider", "Storer", "serve_retrieve"]
+if TYPE_CHECKING:
+    # Annotations only: pydicom takes ~0.3 s to import (is_dataset() checks at run time).
+    from pydicom import Dataset
+
+__all__ = [
+    "SUB_OPERATION_WINDOW",
+    "OpenAssociation",
+    "Provider",
+    "Storer",
+    "serve_retrieve",
+]
 
 log = logging.getLogger("aiodimse.retrieve")
+
+#: The most C-STORE sub-operations one C-GET or C-MOVE keeps outstanding, and the invoked
+#: side of the window a C-MOVE proposes on its sub-association (PS3.7 D.3.3.3); the peer's
+#: grant may lower it. 1 sends them one at a time and proposes no window.
+SUB_OPERATION_WINDOW = 8
 
 
 class Storer(Protocol):
@@ -61,9 +83,16 @@ class Storer(Protocol):
 
     async def release(self) -> None: ...
 
+    @property
+    def negotiated(self) -> Negotiated | None: ...
 
-#: ``open(host, port, called_ae, contexts)``: the sub-association to a C-MOVE destination.
-OpenAssociation = Callable[[str, int, str, Sequence[ContextRequest]], Awaitable[Storer]]
+
+#: ``open(host, port, called_ae, contexts, async_window)``: the sub-association to a C-MOVE
+#: destination, proposing the asynchronous operations window ``(invoked, performed)`` unless
+#: it is None.
+OpenAssociation = Callable[
+    [str, int, str, Sequence[ContextRequest], tuple[int, int] | None], Awaitable[Storer]
+]
 
 
 class Provider(Protocol):
@@ -86,6 +115,12 @@ class Provider(Protocol):
 
     @property
     def open_association(self) -> OpenAssociation | None: ...
+
+    @property
+    def sub_operation_window(self) -> int: ...
+
+    @property
+    def move_window(self) -> int: ...
 
     async def answer(self, inc: Incoming, response: Any, dataset: bytes | None = None) -> None: ...
 
@@ -114,7 +149,7 @@ async def serve_retrieve(provider: Provider, inc: Incoming, message: CGetRQ | CM
     ) -> None:
         identifier: bytes | None = None
         if failed_uids and not is_pending(status):
-            ds = Dataset()
+            ds = empty_dataset()
             ds.FailedSOPInstanceUIDList = list(failed_uids)
             assert context.transfer_syntax is not None
             identifier = encode_dataset(ds, context.transfer_syntax)
@@ -193,8 +228,7 @@ async def serve_retrieve(provider: Provider, inc: Incoming, message: CGetRQ | CM
         total,
         f" to {message.move_destination}" if isinstance(message, CMoveRQ) else "",
     )
-    completed = failed = warning = 0
-    failed_uids: list[str] = []
+    tally = _Tally(total)
 
     sub: Storer | None = None
     if total and isinstance(message, CMoveRQ) and not inc.cancelled.is_set():
@@ -217,56 +251,74 @@ async def serve_retrieve(provider: Provider, inc: Incoming, message: CGetRQ | CM
             return
     storer: Storer = sub if sub is not None else provider.owner
     originator = (provider.peer_ae, message.message_id) if is_move else None
-    cancelled = False
+    limit = _outstanding_limit(storer, provider.sub_operation_window)
+
+    async def send(item: Any) -> StatusInfo:
+        return await storer.store(_source_of(item), move_originator=originator, check=False)
+
+    # PS3.7 D.3.3.3: at most ``limit`` sub-operations outstanding; each is counted only
+    # once its C-STORE-RSP (or its failure) is in.
+    running: dict[asyncio.Task[StatusInfo], int] = {}
+    started = 0
+    cancelled = stopped = False
     try:
-        for index, item in enumerate(found):
-            if inc.cancelled.is_set():
-                cancelled = True
-                break
-            try:
-                status = await storer.store(
-                    _source_of(item), move_originator=originator, check=False
-                )
-            except asyncio.CancelledError:
-                raise
-            except AssociationError as exc:
-                if not isinstance(exc, NegotiationError):
-                    if sub is None:
-                        raise  # our own association is gone: nothing more can be sent
-                    log.warning("#%d %s destination lost: %s", provider.id, service, exc)
-                    failed += len(found) - index
-                    failed_uids.extend(_uids_of(found[index:]))
+        while True:
+            while not stopped and started < total and len(running) < limit:
+                if inc.cancelled.is_set():
+                    # PS3.4 C.4.2.3.1 / C.4.3.3.1: no sub-operation starts after C-CANCEL.
+                    cancelled = stopped = True
                     break
-                # No context for this instance's SOP class / transfer syntax: it alone fails.
-                _sub_failed(provider, service, item, exc)
-                failed += 1
-                failed_uids.extend(_uids_of([item]))
-            except Exception as exc:
-                # This instance cannot be sent (unreadable file, no transfer syntax the
-                # peer accepts, a broken data set): it fails alone, the others go on.
-                _sub_failed(provider, service, item, exc)
-                failed += 1
-                failed_uids.extend(_uids_of([item]))
-            else:
-                if status.category is StatusCategory.SUCCESS:
-                    completed += 1
-                elif status.category is StatusCategory.WARNING:
-                    warning += 1
+                running[asyncio.create_task(send(found[started]))] = started
+                started += 1
+            if not running:
+                break
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in sorted(done, key=running.__getitem__):
+                item = found[running.pop(task)]
+                try:
+                    status = task.result()
+                except AssociationError as exc:
+                    if not isinstance(exc, NegotiationError):
+                        if sub is None:
+                            raise  # our own association is gone: nothing more can be sent
+                        if not stopped:
+                            log.warning("#%d %s destination lost: %s", provider.id, service, exc)
+                        stopped = True  # the outstanding ones fail as their answers come
+                        tally.fail(item)
+                        continue
+                    # No context for this instance's SOP class / transfer syntax: it alone
+                    # fails.
+                    _sub_failed(provider, service, item, exc)
+                    tally.fail(item)
+                except Exception as exc:
+                    # This instance cannot be sent (unreadable file, no transfer syntax the
+                    # peer accepts, a broken data set): it fails alone, the others go on.
+                    _sub_failed(provider, service, item, exc)
+                    tally.fail(item)
                 else:
-                    failed += 1
-                    failed_uids.extend(_uids_of([item]))
-            remaining = total - completed - failed - warning
-            if remaining and not inc.cancelled.is_set():
-                await respond(PENDING, remaining, completed, failed, warning)
+                    tally.count(item, status)
+            if tally.remaining and not stopped and not inc.cancelled.is_set():
+                await respond(PENDING, *tally.counts)
+        if stopped and not cancelled:
+            # The destination was lost: what was never started fails too.
+            for item in found[started:]:
+                tally.fail(item)
     finally:
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
         if sub is not None:
             try:
                 await sub.release()
             except AiodimseError:
                 pass
+    completed, failed, warning = tally.completed, tally.failed, tally.warning
+    failed_uids = tally.failed_uids
     remaining = total - completed - failed - warning
     log.info(
-        "#%d %s %s level from %s%s: %d completed, %d failed, %d warning%s",
+        "#%d %s %s level from %s%s: %d completed, %d failed, %d warning%s"
+        " (up to %d sub-operations outstanding)",
         provider.id,
         service,
         request.query_level.strip().upper() or "?",
@@ -276,6 +328,7 @@ async def serve_retrieve(provider: Provider, inc: Incoming, message: CGetRQ | CM
         failed,
         warning,
         f", cancelled with {remaining} remaining" if cancelled else "",
+        limit,
     )
     if cancelled:
         # PS3.4 C.4.2.3.1 / C.4.3.3.1: Cancel with the counts so far; Remaining is what
@@ -300,10 +353,50 @@ async def serve_retrieve(provider: Provider, inc: Incoming, message: CGetRQ | CM
         await respond(SUCCESS, 0, completed, failed, warning)
 
 
+class _Tally:
+    """The sub-operation counts of one retrieve (PS3.4 C.4.2.1.4 / C.4.3.1.4)."""
+
+    __slots__ = ("completed", "failed", "failed_uids", "total", "warning")
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.completed = self.failed = self.warning = 0
+        self.failed_uids: list[str] = []
+
+    @property
+    def remaining(self) -> int:
+        return self.total - self.completed - self.failed - self.warning
+
+    @property
+    def counts(self) -> tuple[int, int, int, int]:
+        """(remaining, completed, failed, warning), as a pending response gives them."""
+        return self.remaining, self.completed, self.failed, self.warning
+
+    def count(self, item: Any, status: StatusInfo) -> None:
+        if status.category is StatusCategory.SUCCESS:
+            self.completed += 1
+        elif status.category is StatusCategory.WARNING:
+            self.warning += 1
+        else:
+            self.fail(item)
+
+    def fail(self, item: Any) -> None:
+        self.failed += 1
+        self.failed_uids.extend(_uids_of([item]))
+
+
+def _outstanding_limit(storer: Storer, window: int) -> int:
+    """How many sub-operations may be outstanding on ``storer``: our own ``window``, lowered
+    to what the peer lets us invoke (PS3.7 D.3.3.3; 0 there means no limit)."""
+    negotiated = storer.negotiated
+    granted = negotiated.max_invoked if negotiated is not None else 1
+    return max(1, min(window, granted) if granted else window)
+
+
 def _source_of(item: Any) -> Any:
     """What to C-STORE for a handler's item: a Dataset or a path (an index record's
     ``.path``)."""
-    if isinstance(item, (Dataset, str, bytes, os.PathLike)):
+    if is_dataset(item) or isinstance(item, (str, bytes, os.PathLike)):
         return item
     path = getattr(item, "path", None)
     if path is None:
@@ -313,7 +406,7 @@ def _source_of(item: Any) -> Any:
 
 def _uid_of(item: Any) -> str | None:
     """The SOP Instance UID of a handler's item, None if it cannot be known."""
-    if isinstance(item, Dataset):
+    if is_dataset(item):
         return str(item.get("SOPInstanceUID", "") or "") or None
     known = getattr(item, "sop_instance_uid", None)
     if known:
@@ -329,13 +422,13 @@ def _uids_of(items: Sequence[Any]) -> list[str]:
 
 
 def _sub_failed(provider: Provider, service: str, item: Any, exc: BaseException) -> None:
-    what = _uid_of(item) or (item if not isinstance(item, Dataset) else "a data set")
+    what = _uid_of(item) or (item if not is_dataset(item) else "a data set")
     log.warning("#%d %s sub-operation for %s failed: %s", provider.id, service, what, exc)
 
 
 def _describe(item: Any) -> tuple[str, str] | None:
     """(SOP class, transfer syntax) of a file or dataset to send, None if unreadable."""
-    if isinstance(item, Dataset):
+    if is_dataset(item):
         sop_class = item.get("SOPClassUID")
         if not sop_class:
             return None
@@ -373,4 +466,6 @@ async def _open_destination(
         raise AssociationError("this association cannot open sub-associations")
     described = [d for d in (_describe(item) for item in items) if d is not None]
     contexts = for_instances(described) or [ContextRequest(uids.VERIFICATION_SOP_CLASS)]
-    return await opener(address[0], address[1], ae.strip(), contexts)
+    window = min(provider.move_window, provider.sub_operation_window)
+    proposed = (window, 1) if window > 1 else None
+    return await opener(address[0], address[1], ae.strip(), contexts, proposed)
