@@ -93,13 +93,15 @@ def test_bench_concurrency_quick(tmp_path: Path) -> None:
 def test_bench_retrieve_quick(tmp_path: Path) -> None:
     stdout, result = run_quick("bench_retrieve", tmp_path)
     assert "C-MOVE, one study" in stdout and "C-GET, one study" in stdout
-    assert "vs pynetdicom" in stdout and "vs DCMTK" in stdout
+    assert "vs pynetdicom" in stdout and "vs DCMTK" in stdout and "vs serial" in stdout
     assert "TCP_NODELAY" in stdout
     n = result["instances"]
     assert n == 10
     rows = {(s, r["key"]): r for s, rs in result["services"].items() for r in rs}
-    move = {"aiodimse", "aiodimse-dcmqrscp", "pynetdicom", "dcmtk", "dcmtk-self", "dcmtk-archive"}
-    get = {"aiodimse", "aiodimse-dcmqrscp", "pynetdicom", "dcmtk", "dcmtk-archive"}
+    move = {"aiodimse", "aiodimse-window", "aiodimse-dcmqrscp", "pynetdicom", "dcmtk"}
+    move |= {"dcmtk-self", "dcmtk-archive"}
+    get = {"aiodimse", "aiodimse-window", "aiodimse-dcmqrscp", "pynetdicom", "dcmtk"}
+    get |= {"dcmtk-archive"}
     assert set(rows) == {("move", k) for k in move} | {("get", k) for k in get}
     for (service, key), row in rows.items():
         if row["skipped"]:
@@ -140,6 +142,98 @@ def test_bench_window_quick(tmp_path: Path) -> None:
         for run in rows["window"]["runs"]:
             # Our SCP grants what was proposed, and the client really overlapped requests.
             assert run["negotiated_window"] == [8, 8] and run["peak_outstanding"] > 1
+
+
+def test_bench_store_window_quick(tmp_path: Path) -> None:
+    stdout, result = run_quick("bench_store_window", tmp_path)
+    assert "into aiodimse qrscp" in stdout and "vs storescu" in stdout
+    assert result["instances"] == 50
+    rows = {r["key"]: r for r in result["rows"]}
+    assert set(rows) == {"storescu", "serial", "window"}
+    for key in ("serial", "window"):
+        (run,) = rows[key]["runs"]
+        assert run["ok"] and run["stored"] == 50, (key, run)
+
+
+def test_bench_workers_quick(tmp_path: Path) -> None:
+    stdout, result = run_quick("bench_workers", tmp_path)
+    if result.get("skipped"):  # no DCMTK clients; under CI=true the script fails instead
+        pytest.skip(result["skipped"])
+    assert "concurrent storescu" in stdout and "vs --workers 1" in stdout
+    expected = result["clients"] * result["per_client"]
+    rows = {r["key"]: r for r in result["rows"]}
+    assert set(rows) == {"workers-1", "workers-2", "dcmqrscp", "storescp-fork"}
+    for key in ("workers-1", "workers-2", "storescp-fork"):
+        for run in rows[key]["runs"]:
+            assert run["stored"] == expected and not run["problems"], (key, run)
+    for key in ("workers-1", "workers-2"):
+        for run in rows[key]["runs"]:  # every instance indexed exactly once
+            assert run["index_rows"] == run["index_distinct"] == run["files"] == expected, run
+
+
+def test_bench_jobs_quick(tmp_path: Path) -> None:
+    # Its own subprocess call: it starts four servers and a dozen job processes (> 50 s
+    # on a busy machine).
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "bench_jobs.py"),
+            "--quick",
+            "--results-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=150,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert out.returncode == 0, (
+        f"bench_jobs exited with {out.returncode}:\n{out.stdout}\n{out.stderr}"
+    )
+    assert "Bulk retrieval" in out.stdout and "vs movescu" in out.stdout
+    assert "TCP_NODELAY" in out.stdout and "peak RSS MiB" in out.stdout
+    result = json.loads((tmp_path / "bench_jobs-quick-latest.json").read_text())
+    n = result["studies"]
+    expected = n * result["instances"]
+    keys = {(r["source"], r["key"]) for r in result["rows"]}
+    jobs = {f"job-{m}-{a}" for m in ("move", "get") for a in (1, 4)}
+    rows = {"movescu", "pynetdicom", *jobs}
+    assert keys == {(s, k) for s in ("dcmqrscp", "archive") for k in rows}
+    for row in result["rows"]:
+        # Every instance arrived, and every job says every study done.
+        assert row["error"] is None and row["files"] == expected, row
+        if row["key"].startswith("job-"):
+            assert row["studies_done"] == n and row["peak_rss_kib"] > 0, row
+        if row["key"] == "pynetdicom":
+            assert row["detail"]["nodelay"] is True  # the fairness setting really took effect
+    assert [r["detail"]["studies"] for r in result["memory"]] == [n, result["memory_studies"]]
+    for row in result["memory"]:
+        assert row["files"] == row["studies_done"] == row["detail"]["studies"], row
+        assert row["peak_rss_kib"] > 0
+
+
+def test_bench_fuzz_quick(tmp_path: Path) -> None:
+    stdout, result = run_quick("bench_fuzz", tmp_path)
+    assert "aiodimse fuzz, seed 1" in stdout
+    assert "aiodimse servers without findings: yes" in stdout
+    rows = {r["target"]: r for r in result["rows"]}
+    assert {"aiodimse qrscp", "aiodimse storescp"} <= set(rows)
+    for row in rows.values():
+        assert row["cases"] == 40 and row["cases_per_s"] > 0
+
+
+def test_bench_startup_quick(tmp_path: Path) -> None:
+    stdout, result = run_quick("bench_startup", tmp_path)
+    assert "python -X importtime" in stdout and "vs DCMTK" in stdout
+    first = result["imports"][0]
+    assert first["code"] == "import aiodimse.cli" and first["median_ms"] > 0
+    rows = {r["key"]: r for r in result["rows"]}
+    assert {"version", "echo-help", "echo", "store", "storescp"} <= set(rows)
+    for row in rows.values():
+        assert row["failures"] == [], row
+        # Each row ran every time (a skipped DCMTK row only outside CI: the script fails then).
+        assert row["skipped"] or len(row["wall_s"]) == result["runs"] == 3, row
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,7 @@ __all__ = [
     "Plan",
     "Record",
     "element_text",
+    "is_busy",
     "plan_query",
 ]
 
@@ -436,23 +437,45 @@ def format_value(item: Returned, value: Any) -> str:
 # -- the index ---------------------------------------------------------------------------
 
 
+#: Seconds a connection waits for another (thread or process) to release the write lock.
+BUSY_TIMEOUT: Final = 5.0
+_SQLITE_BUSY: Final = 5
+_SQLITE_LOCKED: Final = 6
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite's "database is locked" (SQLITE_BUSY or SQLITE_LOCKED, any
+    extended code): the write lock stayed taken past the busy timeout; worth a retry."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return "locked" in str(exc) or "busy" in str(exc)
+    return (int(code) & 0xFF) in (_SQLITE_BUSY, _SQLITE_LOCKED)
+
+
 class Index:
-    """The SQLite index of an archive (one connection; synchronous, short transactions)."""
+    """The SQLite index of an archive (one connection; synchronous, short transactions).
+
+    Several processes may each open the same index (``qrscp --workers N``): WAL mode lets
+    them read while one writes, ``BEGIN IMMEDIATE`` takes the write lock before reading
+    what it updates, and a writer waits :data:`BUSY_TIMEOUT` for the lock.
+    """
 
     def __init__(self, path: str | Path, *, synchronous: str = "NORMAL") -> None:
         self.path = Path(path)
         # isolation_level=None: we say BEGIN/COMMIT ourselves; check_same_thread stays on
         # (the index is only used from the event loop's thread).
-        self.db = sqlite3.connect(self.path, isolation_level=None)
+        # The busy timeout comes first: another process (a worker of ``qrscp --workers``)
+        # may hold the write lock while this one switches to WAL or creates the schema.
+        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT)
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute(f"PRAGMA synchronous = {synchronous}")
         self.db.execute("PRAGMA foreign_keys = ON")
-        self.db.execute("PRAGMA busy_timeout = 5000")
         self.db.executescript(_SCHEMA)
         # C-FIND results stream from a connection of their own: each query reads a
         # snapshot (WAL) while stores go on committing through ``db``.
-        self.reader = sqlite3.connect(self.path, isolation_level=None)
-        self.reader.execute("PRAGMA busy_timeout = 5000")
+        self.reader = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT)
 
     def close(self) -> None:
         try:
@@ -638,6 +661,11 @@ class Index:
 
     def iter_rows(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
         yield from self.db.execute(sql, params).fetchall()
+
+    def data_version(self) -> int:
+        """A number that changes when another connection (or process) commits."""
+        (n,) = self.db.execute("PRAGMA data_version").fetchone()
+        return int(n)
 
     def count(self, level: str = "IMAGE") -> int:
         table = {"PATIENT": "patients", "STUDY": "studies", "SERIES": "series"}.get(

@@ -51,6 +51,7 @@ from .index import (
     Record,
     element_text,
     format_value,
+    is_busy,
     plan_query,
 )
 
@@ -75,6 +76,8 @@ _MODEL_OF_UID: Final = {
     uids.PATIENT_STUDY_ONLY_QR_GET: "psonly",
     uids.PATIENT_STUDY_ONLY_QR_MOVE: "psonly",
 }
+#: How many times a store waits the index's busy timeout before failing (A700).
+INDEX_RETRIES: Final = 4
 _MODEL_NAMES: Final = {
     "patient": "patient root",
     "study": "study root",
@@ -199,7 +202,7 @@ class _ArchiveWriter(FileWriter):
         await super().commit()  # flush (+fsync) and rename into place
         try:
             size = self.final.stat().st_size
-            archive.index.put(record, archive.relative(self.final), size)
+            await archive.index_instance(record, archive.relative(self.final), size)
         except Exception as exc:
             log.error("cannot index %s: %s", uid, exc)
             with contextlib.suppress(OSError):
@@ -255,8 +258,9 @@ class Archive:
         self.sink = _ArchiveSink(self, self.files_dir, fsync=fsync)
         self.ae_title = ae_title
         self.stored_count = 0
-        #: (stored_count when computed, what retrieve_transfer_syntaxes answers)
-        self._held: tuple[int, dict[str, list[str]]] | None = None
+        #: ((stored_count, the index's data_version) when computed, what
+        #: retrieve_transfer_syntaxes answers): other processes may store too.
+        self._held: tuple[tuple[int, int], dict[str, list[str]]] | None = None
         self._closed = False
 
     def close(self) -> None:
@@ -270,6 +274,21 @@ class Archive:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    async def index_instance(self, record: Record, path: str, size: int) -> None:
+        """Index one stored instance. If another process (``qrscp --workers``) holds the
+        write lock past the busy timeout, try again after a pause on the event loop, up to
+        :data:`INDEX_RETRIES` times: Success is never answered without the row, and a
+        store fails (A700) only if the index stays locked."""
+        for attempt in range(INDEX_RETRIES):
+            try:
+                self.index.put(record, path, size)
+                return
+            except Exception as exc:
+                if not is_busy(exc) or attempt == INDEX_RETRIES - 1:
+                    raise
+                log.warning("index busy storing %s (try %d): %s", path, attempt + 1, exc)
+            await asyncio.sleep(0.05 * 2**attempt)
 
     def relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
@@ -370,7 +389,8 @@ class Archive:
     def retrieve_transfer_syntaxes(self) -> dict[str, list[str]]:
         """The transfer syntaxes the instances of each SOP class are held in, most
         instances first: a C-GET association is accepted in those where it can be."""
-        if self._held is None or self._held[0] != self.stored_count:
+        version = (self.stored_count, self.index.data_version())
+        if self._held is None or self._held[0] != version:
             rows = self.index.iter_rows(
                 "SELECT sop_class_uid, transfer_syntax, COUNT(*) AS n FROM instances"
                 " GROUP BY sop_class_uid, transfer_syntax ORDER BY n DESC"
@@ -378,7 +398,7 @@ class Archive:
             held: dict[str, list[str]] = {}
             for sop_class, syntax, _ in rows:
                 held.setdefault(str(sop_class), []).append(str(syntax))
-            self._held = (self.stored_count, held)
+            self._held = (version, held)
         return self._held[1]
 
     def open_store(self, request: StoreRequest) -> FileWriter:

@@ -28,6 +28,7 @@ from .hooks import HookRunner, StudyTracker
 from .layout import SORT_ON_STUDY, LayoutSink
 from .options import accepted_syntaxes, add_accept_options, add_server_tls, server_ssl
 from .progress import emit
+from .supervisor import positive, supervise, worker_count
 
 _RAW = argparse.RawDescriptionHelpFormatter
 
@@ -37,6 +38,7 @@ STORESCP_EXAMPLES = """examples:
       --exec-on-eostudy 'dcm2nii #p' --eostudy-timeout 30
   aiodimse storescp --port 2762 --out incoming/ +tls scp.key scp.pem +cf ca.pem
   aiodimse storescp --port 11113 --out incoming/ --filepath '{0020000D}/{0020000E}/{00080018}'
+  aiodimse storescp --port 11113 --out incoming/ --workers 4    # four processes, one port
 """
 
 QRSCP_EXAMPLES = """examples:
@@ -44,6 +46,7 @@ QRSCP_EXAMPLES = """examples:
   aiodimse qrscp --add-user users.txt bob            # asks for bob's passcode
   aiodimse qrscp --port 11112 --storage archive/ --require-identity users.txt
   aiodimse qrscp --port 2762 --storage archive/ +tls scp.key scp.pem +cf ca.pem
+  aiodimse qrscp --port 11112 --storage archive/ --workers 4 --max-associations 100
 """
 
 
@@ -69,6 +72,16 @@ def _add_server_security(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="grant up to N outstanding operations (PS3.7 D.3.3.3) to clients that ask",
     )
+    p.add_argument(
+        "--workers",
+        type=worker_count,
+        default=1,
+        metavar="N",
+        help="N processes accepting on one port (SO_REUSEPORT, Linux), supervised: one that"
+        " dies is replaced; limits such as --max-associations are split among them"
+        " (default 1: this process alone)",
+    )
+    p.set_defaults(worker_slot=None)
     add_accept_options(p)
     add_server_tls(p)
 
@@ -127,6 +140,13 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--check-called-ae", action="store_true", help="refuse other called AEs")
     p.add_argument("--json", action="store_true", help="one JSON event per received instance")
+    p.add_argument(
+        "--max-associations",
+        type=int,
+        default=100,
+        metavar="N",
+        help="concurrent associations, at most (default 100; with --workers, in all)",
+    )
     layout = p.add_argument_group("file layout (like DCMTK -su / -fe, dcm4che --filepath)")
     where = layout.add_mutually_exclusive_group()
     where.add_argument(
@@ -232,6 +252,15 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--max-associations", type=int, default=None)
     p.add_argument("--check-called-ae", action="store_true", help="refuse other called AEs")
+    p.add_argument(
+        "--move-window",
+        type=int,
+        default=1,
+        metavar="N",
+        help="propose an asynchronous operations window of N on C-MOVE sub-associations, so"
+        " that up to N sub-operations are outstanding (default 1: none proposed; some SCPs"
+        " drop associations that offer one)",
+    )
     _add_server_security(p)
     add_common(p)
 
@@ -274,6 +303,14 @@ async def cmd_storescp(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     on_reception = _command(args.exec_on_reception, args.exec_shell)
     on_study = _command(args.exec_on_eostudy, args.exec_shell)
+    security = _security(args)  # checked here, before any worker starts
+    if args.workers > 1:
+        if on_study is not None:
+            raise UsageError(
+                "--exec-on-eostudy cannot be used with --workers: the associations of one"
+                " study may go to different workers"
+            )
+        return await supervise(args, args.host, args.port, args.aet, args.max_associations)
     server = StorageServer(
         sink,
         args.host,
@@ -281,7 +318,9 @@ async def cmd_storescp(args: argparse.Namespace) -> int:
         ae_title=args.aet,
         allowed_calling=args.allow,
         check_called_ae=args.check_called_ae,
-        **_security(args),
+        max_associations=positive(args.max_associations, "--max-associations"),
+        reuse_port=args.worker_slot is not None,
+        **security,
     )
 
     def show(instance: StoredInstance) -> None:
@@ -373,11 +412,17 @@ def load_qrscp_config(args: argparse.Namespace) -> dict[str, Any]:
 async def cmd_qrscp(args: argparse.Namespace) -> int:
     # Imported here, not at the top: the archive (sqlite3, the index) is only needed by
     # this command, and every other command starts faster without it.
-    from ..archive import ArchiveServer
+    from ..archive import Archive, ArchiveServer
 
     if args.add_user:
         return _add_user(args)
     s = load_qrscp_config(args)
+    security = _security(args)  # checked here, before any worker starts
+    total = positive(int(s["max_associations"]), "--max-associations")
+    if args.workers > 1:
+        # The index is created (schema, WAL) once, here, before the workers open it.
+        Archive(Path(s["storage"])).close()
+        return await supervise(args, s["host"], int(s["port"]), s["aet"], total)
     server = ArchiveServer(
         Path(s["storage"]),
         ae_title=s["aet"],
@@ -385,9 +430,11 @@ async def cmd_qrscp(args: argparse.Namespace) -> int:
         host=s["host"],
         destinations=s["destinations"],
         allowed_calling=s["allow"],
-        max_associations=int(s["max_associations"]),
+        max_associations=total,
         check_called_ae=bool(s["check_called_ae"]),
-        **_security(args),
+        reuse_port=args.worker_slot is not None,
+        move_window=positive(args.move_window, "--move-window"),
+        **security,
     )
     for ae, (host, port) in sorted(s["destinations"].items()):
         log.info("move destination %s = %s:%d", ae, host, port)
