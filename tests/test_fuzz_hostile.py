@@ -125,8 +125,6 @@ async def run_against(
     return results, report
 
 
-
-
 async def test_aiodimse_scu_survives_every_hostile_behaviour() -> None:
     cases = 120
     events: dict[str, dict[str, Any]] = {}
