@@ -242,3 +242,39 @@ async def test_a_study_ends_after_the_idle_timeout_while_its_association_stays(
     assert folder == tmp_path / "out" / study
     assert runner.ran == 1 and runner.failed == 0
     assert json.loads(done.read_text()) == [str(folder), "2"]
+
+
+def test_qrscp_runs_the_same_hooks_once_its_instances_are_indexed(
+    tmp_path: Path, studies: list[list[Path]]
+) -> None:
+    record = tmp_path / "eostudy.jsonl"
+    received = tmp_path / "reception.jsonl"
+    port = peers.free_port()
+    qr = peers.start_aiodimse_qrscp(
+        port,
+        tmp_path / "archive",
+        work_dir=tmp_path,
+        extra=[
+            "--exec-on-eostudy",
+            f'{sys.executable} -c "{RECORDER}" {record} #s #n #a',
+            "--exec-on-reception",
+            f'{sys.executable} -c "{RECORDER}" {received} #f #s',
+            "--eostudy-timeout",
+            "120",
+        ],
+    )
+    try:
+        a, b, _ = studies
+        store(port, *a, *b, extra=("--aet", "MODALITY", "--aec", "QRSCP"))
+        ended = wait_for_lines(record, 2)
+        files = wait_for_lines(received, 5)
+    finally:
+        qr.stop()
+    assert sorted((s, int(n), ae) for s, n, ae in ended) == sorted(
+        (study_uid(s), len(s), "MODALITY") for s in (a, b)
+    )
+    # Each file run once, in the archive, after it was indexed.
+    assert sorted(Path(f).name for f, _ in files) == sorted(
+        f"{read_part10(p).sop_instance_uid}.dcm" for s in (a, b) for p in s
+    )
+    assert all(Path(f).is_file() and (tmp_path / "archive") in Path(f).parents for f, _ in files)

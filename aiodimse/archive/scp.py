@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import inspect
 import logging
 import os
 import shutil
@@ -40,8 +41,9 @@ from ..dimse.status import CANNOT_UNDERSTAND, IDENTIFIER_DOES_NOT_MATCH, OUT_OF_
 from ..errors import StatusError, store_error_status
 from ..query import to_dataset
 from ..requests import FindRequest, RetrieveRequest, StoreRequest
+from ..results import StoredInstance
 from ..server import Server
-from ..sinks import DirectorySink, FileWriter, temp_path_for
+from ..sinks import DirectorySink, FileWriter, Listener, temp_path_for
 from .encode import encode_identifier
 from .index import (
     LEVELS,
@@ -213,6 +215,15 @@ class _ArchiveWriter(FileWriter):
                 OUT_OF_RESOURCES, detail=f"cannot index: {exc}"[:64], service="C-STORE"
             ) from None
         archive.stored_count += 1
+        if archive.listeners:
+            instance = StoredInstance.from_store(self.request, self)
+            for listener in list(archive.listeners):
+                try:
+                    result = listener(instance)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:  # stored and indexed already: a listener cannot undo it
+                    log.exception("a listener failed on %s", uid)
         return None
 
 
@@ -258,6 +269,8 @@ class Archive:
         self.sink = _ArchiveSink(self, self.files_dir, fsync=fsync)
         self.ae_title = ae_title
         self.stored_count = 0
+        #: Called with each instance once it is on disk and indexed (sync or async).
+        self.listeners: list[Listener] = []
         #: ((stored_count, the index's data_version) when computed, what
         #: retrieve_transfer_syntaxes answers): other processes may store too.
         self._held: tuple[tuple[int, int], dict[str, list[str]]] | None = None
@@ -576,3 +589,7 @@ class ArchiveServer(Server):
         except BaseException:
             self.archive.close()
             raise
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(StoredInstance)`` for every instance stored and indexed."""
+        self.archive.listeners.append(listener)

@@ -5,8 +5,10 @@ asynchronous operations window; storescp also with file layouts and reception ho
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import tomllib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +114,55 @@ def _add_user(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_hook_options(p: argparse.ArgumentParser) -> None:
+    """The reception and end-of-study commands (like DCMTK storescp -xcr / -xcs)."""
+    hooks = p.add_argument_group(
+        "hooks (placeholders #p/{dir}, #f/{path}, #a/{ae}, #c/{called}, #s/{study},"
+        " #n/{count}; see --help of the README)"
+    )
+    hooks.add_argument(
+        "--exec-on-reception",
+        "-xcr",
+        metavar="CMD",
+        help="run CMD for each received file (#f the file, #p its folder)",
+    )
+    hooks.add_argument(
+        "--exec-on-eostudy",
+        "-xcs",
+        metavar="CMD",
+        help="run CMD when a study has arrived (#s its UID, #n its instances; #p the study"
+        " folder with storescp --sort-on-study or a --filepath starting with the study UID)",
+    )
+    hooks.add_argument(
+        "--eostudy-timeout",
+        "-tos",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="a study also ends after S seconds without an instance of it (default 60)",
+    )
+    hooks.add_argument(
+        "--exec-timeout",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="kill a hook command after S seconds (default 300)",
+    )
+    hooks.add_argument(
+        "--exec-concurrency",
+        type=int,
+        default=4,
+        metavar="N",
+        help="run at most N hook commands at once (default 4)",
+    )
+    hooks.add_argument(
+        "--exec-shell",
+        action="store_true",
+        help="run the commands with /bin/sh -c, values shell-quoted (default: no shell,"
+        " the command split into arguments as a shell would)",
+    )
+
+
 def register(sub: Any) -> None:
     """Add the server commands (and the demo) to the sub-command parsers."""
     p = sub.add_parser(
@@ -168,51 +219,7 @@ def register(sub: Any) -> None:
         metavar="EXT",
         help="appended to every file name (default .dcm)",
     )
-    hooks = p.add_argument_group(
-        "hooks (placeholders #p/{dir}, #f/{path}, #a/{ae}, #c/{called}, #s/{study},"
-        " #n/{count}; see --help of the README)"
-    )
-    hooks.add_argument(
-        "--exec-on-reception",
-        "-xcr",
-        metavar="CMD",
-        help="run CMD for each received file (#f the file, #p its folder)",
-    )
-    hooks.add_argument(
-        "--exec-on-eostudy",
-        "-xcs",
-        metavar="CMD",
-        help="run CMD when a study has arrived (#p the study folder; with --sort-on-study or a"
-        " --filepath starting with the study UID, else OUT)",
-    )
-    hooks.add_argument(
-        "--eostudy-timeout",
-        "-tos",
-        type=float,
-        default=60.0,
-        metavar="S",
-        help="a study also ends after S seconds without an instance of it (default 60)",
-    )
-    hooks.add_argument(
-        "--exec-timeout",
-        type=float,
-        default=300.0,
-        metavar="S",
-        help="kill a hook command after S seconds (default 300)",
-    )
-    hooks.add_argument(
-        "--exec-concurrency",
-        type=int,
-        default=4,
-        metavar="N",
-        help="run at most N hook commands at once (default 4)",
-    )
-    hooks.add_argument(
-        "--exec-shell",
-        action="store_true",
-        help="run the commands with /bin/sh -c, values shell-quoted (default: no shell,"
-        " the command split into arguments as a shell would)",
-    )
+    _add_hook_options(p)
     _add_server_security(p)
     add_common(p)
 
@@ -261,6 +268,7 @@ def register(sub: Any) -> None:
         " that up to N sub-operations are outstanding (default 1: none proposed; some SCPs"
         " drop associations that offer one)",
     )
+    _add_hook_options(p)
     _add_server_security(p)
     add_common(p)
 
@@ -341,27 +349,41 @@ async def cmd_storescp(args: argparse.Namespace) -> int:
             )
 
     server.add_listener(show)
-    tracker: StudyTracker | None = None
+    async with _hooks(args, server, on_reception, on_study):
+        await serve_until_signalled(server)
+    return EXIT_OK
+
+
+@contextlib.asynccontextmanager
+async def _hooks(
+    args: argparse.Namespace,
+    server: Any,
+    on_reception: list[str] | None,
+    on_study: list[str] | None,
+) -> AsyncIterator[None]:
+    """The reception and end-of-study commands, listening to ``server`` (storescp's or
+    the archive's) while it serves; the commands still running are given a moment at
+    the end."""
+    if on_reception is None and on_study is None:
+        yield
+        return
     runner = HookRunner(
         concurrency=args.exec_concurrency, timeout=args.exec_timeout, shell=args.exec_shell
     )
-    if on_reception is not None or on_study is not None:
-        tracker = StudyTracker(
-            runner,
-            called_ae=args.aet,
-            on_reception=on_reception,
-            on_study=on_study,
-            idle=args.eostudy_timeout,
-            associations=lambda: list(server.associations),
-        )
-        server.add_listener(tracker)
+    tracker = StudyTracker(
+        runner,
+        called_ae=server.ae_title,
+        on_reception=on_reception,
+        on_study=on_study,
+        idle=args.eostudy_timeout,
+        associations=lambda: list(server.associations),
+    )
+    server.add_listener(tracker)
     try:
-        await serve_until_signalled(server)
+        yield
     finally:
-        if tracker is not None:
-            tracker.close()
-            await runner.drain(timeout=min(args.exec_timeout, 30.0))
-    return EXIT_OK
+        tracker.close()
+        await runner.drain(timeout=min(args.exec_timeout, 30.0))
 
 
 def load_qrscp_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -419,7 +441,14 @@ async def cmd_qrscp(args: argparse.Namespace) -> int:
     s = load_qrscp_config(args)
     security = _security(args)  # checked here, before any worker starts
     total = positive(int(s["max_associations"]), "--max-associations")
+    on_reception = _command(args.exec_on_reception, args.exec_shell)
+    on_study = _command(args.exec_on_eostudy, args.exec_shell)
     if args.workers > 1:
+        if on_study is not None:
+            raise UsageError(
+                "--exec-on-eostudy cannot be used with --workers: the associations of one"
+                " study may go to different workers"
+            )
         # The index is created (schema, WAL) once, here, before the workers open it.
         Archive(Path(s["storage"])).close()
         return await supervise(args, s["host"], int(s["port"]), s["aet"], total)
@@ -439,7 +468,8 @@ async def cmd_qrscp(args: argparse.Namespace) -> int:
     for ae, (host, port) in sorted(s["destinations"].items()):
         log.info("move destination %s = %s:%d", ae, host, port)
     try:
-        await serve_until_signalled(server)
+        async with _hooks(args, server, on_reception, on_study):
+            await serve_until_signalled(server)
     finally:
         server.archive.close()
     return EXIT_OK
