@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _cli_support import Service
 from _settings import CI, require_dcmtk, require_orthanc
 from hypothesis import HealthCheck, settings
 
@@ -106,6 +107,18 @@ class _Peers:
                 print(peer.log()[-8000:])
         if errors:
             raise errors[0]
+
+
+@pytest.fixture
+def services() -> Generator[list[Service], None, None]:
+    """``aiodimse`` server processes a test started (append them): stopped by PID at the
+    end of the test."""
+    started: list[Service] = []
+    try:
+        yield started
+    finally:
+        for service in started:
+            service.stop()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _cli_support import Service
 from pydicom import dcmread
 
 import aiodimse
@@ -51,34 +51,12 @@ def studies(tmp_path_factory: pytest.TempPathFactory) -> list[list[Path]]:
     ]
 
 
-class StoreSCP:
-    def __init__(self, tmp_path: Path, *args: str) -> None:
-        self.port = peers.free_port()
-        self.out = tmp_path / "out"
-        self.log_path = tmp_path / "storescp.log"
-        self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "aiodimse", "storescp", "--port", str(self.port)]
-            + ["--out", str(self.out), "-v", *args],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        try:
-            peers.wait_for_port(LOCAL, self.port, 20.0, self.proc)
-        except BaseException:
-            self.stop()
-            raise
+class StoreSCP(Service):
+    """``aiodimse storescp --out OUT ARGS`` in a process of its own."""
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        self.out = tmp_path / "out"
+        super().__init__(tmp_path, "storescp", "--out", self.out, *args)
 
 
 @pytest.fixture

@@ -5,13 +5,10 @@ find/get/move, ``--json`` events, accept lists and the progress figures."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _cli_support import Service, run_aiodimse
 
 from aiodimse import uids
 from aiodimse.cli import build_parser
@@ -24,62 +21,12 @@ from aiodimse.cli.options import (
 )
 from aiodimse.cli.progress import LiveProgress
 from aiodimse.enums import UserIdentityType
-from aiodimse.testing import peers
 from aiodimse.testing.synthetic import make_study, write_study
 
 LOCAL = "127.0.0.1"
 
 
-def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "aiodimse", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
-
-
-class Service:
-    def __init__(self, tmp_path: Path, *args: str | Path) -> None:
-        self.port = peers.free_port()
-        self.log_path = tmp_path / f"service-{self.port}.log"
-        self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "aiodimse", *map(str, args), "--port", str(self.port), "-v"],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        try:
-            peers.wait_for_port(LOCAL, self.port, 20.0, self.proc)
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-
-@pytest.fixture
-def services() -> Iterator[list[Service]]:
-    started: list[Service] = []
-    yield started
-    for service in started:
-        service.stop()
+run = run_aiodimse
 
 
 @pytest.fixture(scope="module")

@@ -6,14 +6,13 @@ checked in the file DCMTK's storescp wrote. Certificates are made at test time."
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom.data
 import pytest
+from _cli_support import Service, run_aiodimse
 from _pki import Pki, make_pki
 from _settings import require_dcmtk
 from pydicom import dcmread
@@ -31,65 +30,13 @@ MR_IMPLICIT = Path(str(pydicom.data.get_testdata_file("MR_small_implicit.dcm")))
 JLS = Path(str(pydicom.data.get_testdata_file("MR_small_jpeg_ls_lossless.dcm")))
 
 
-def aiodimse(*args: str | Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "aiodimse", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        input=stdin,
-        stdin=None if stdin is not None else subprocess.DEVNULL,
-    )
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
+aiodimse = run_aiodimse
 
 
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     return lines[0]
-
-
-class Service:
-    """``aiodimse storescp|qrscp`` in a process of its own, stopped by its PID."""
-
-    def __init__(self, tmp_path: Path, *args: str | Path) -> None:
-        self.port = peers.free_port()
-        self.log_path = tmp_path / f"service-{self.port}.log"
-        self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "aiodimse", *map(str, args), "--port", str(self.port), "-v"],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        try:
-            peers.wait_for_port(LOCAL, self.port, 20.0, self.proc)
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-
-@pytest.fixture
-def services() -> Iterator[list[Service]]:
-    started: list[Service] = []
-    yield started
-    for service in started:
-        service.stop()
 
 
 @pytest.fixture(scope="module")
