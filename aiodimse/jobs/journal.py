@@ -22,11 +22,13 @@ from .spec import JobSpec, WorkItem
 __all__ = [
     "FINAL_STATES",
     "STATES",
+    "STUDY_COLUMNS",
     "Journal",
     "JournalError",
     "SQLiteJournal",
     "StudyRow",
     "WorkRow",
+    "study_row",
 ]
 
 #: A study's states. ``unverified``: moved to a third-party AE that cannot be queried.
@@ -202,13 +204,15 @@ class Journal:
         raise NotImplementedError
 
 
-_STUDY_COLUMNS = (
+#: The columns a StudyRow is read from, in its order (both journals).
+STUDY_COLUMNS = (
     "id, source, study_uid, priority, state, expected, received, attempts, not_before,"
     " last_error, missing, patient_id, created, started, finished"
 )
 
 
-def _study(row: Sequence[Any]) -> StudyRow:
+def study_row(row: Sequence[Any]) -> StudyRow:
+    """A StudyRow from a row of STUDY_COLUMNS (``missing`` stored as JSON)."""
     missing = tuple(json.loads(row[10])) if row[10] else ()
     fields = [*row[:10], missing, *row[11:]]
     return StudyRow(*fields)
@@ -325,7 +329,7 @@ class SQLiteJournal(Journal):
         db.execute("BEGIN IMMEDIATE")
         try:
             row = db.execute(
-                f"SELECT {_STUDY_COLUMNS} FROM studies WHERE source = ? AND state = 'pending'"
+                f"SELECT {STUDY_COLUMNS} FROM studies WHERE source = ? AND state = 'pending'"
                 " AND not_before <= ? ORDER BY priority DESC, id LIMIT 1",
                 (source, now),
             ).fetchone()
@@ -341,7 +345,7 @@ class SQLiteJournal(Journal):
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        study = _study(row)
+        study = study_row(row)
         return StudyRow(**{**study.__dict__, "state": "running", "attempts": study.attempts + 1})
 
     async def next_ready(self, source: int) -> float | None:
@@ -404,12 +408,12 @@ class SQLiteJournal(Journal):
         return int(row[0]), int(row[1])
 
     async def studies(self, states: Iterable[str] | None = None) -> list[StudyRow]:
-        sql = f"SELECT {_STUDY_COLUMNS} FROM studies"
+        sql = f"SELECT {STUDY_COLUMNS} FROM studies"
         params: list[str] = []
         if states is not None:
             params = list(states)
             sql += f" WHERE state IN ({', '.join('?' * len(params))})"
-        return [_study(row) for row in self._db.execute(sql + " ORDER BY id", params)]
+        return [study_row(row) for row in self._db.execute(sql + " ORDER BY id", params)]
 
     async def set_meta(self, key: str, value: str) -> None:
         self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))

@@ -17,7 +17,16 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
 
-from .journal import SCHEMA_VERSION, STATES, Journal, JournalError, StudyRow, WorkRow
+from .journal import (
+    SCHEMA_VERSION,
+    STATES,
+    STUDY_COLUMNS,
+    Journal,
+    JournalError,
+    StudyRow,
+    WorkRow,
+    study_row,
+)
 from .spec import JobSpec
 
 __all__ = ["SCHEMA", "PostgresJournal", "ensure_schema", "open_pool"]
@@ -76,17 +85,6 @@ CREATE TABLE IF NOT EXISTS {schema}.studies (
 CREATE INDEX IF NOT EXISTS studies_ready
     ON {schema}.studies (job, source, state, priority DESC, id);
 """
-
-_STUDY_COLUMNS = (
-    "id, source, study_uid, priority, state, expected, received, attempts, not_before,"
-    " last_error, missing, patient_id, created, started, finished"
-)
-
-
-def _study(row: Sequence[Any]) -> StudyRow:
-    missing = tuple(json.loads(row[10])) if row[10] else ()
-    fields = [*row[:10], missing, *row[11:]]
-    return StudyRow(*fields)
 
 
 async def open_pool(dsn: str, size: int = 4) -> AsyncConnectionPool:
@@ -309,10 +307,10 @@ class PostgresJournal(Journal):
             "UPDATE {s}.studies SET state = 'running', attempts = attempts + 1, started = %s,"
             " updated = %s WHERE id = (SELECT id FROM {s}.studies WHERE job = %s AND source = %s"
             " AND state = 'pending' AND not_before <= %s ORDER BY priority DESC, id LIMIT 1"
-            f" FOR UPDATE SKIP LOCKED) RETURNING {_STUDY_COLUMNS}",
+            f" FOR UPDATE SKIP LOCKED) RETURNING {STUDY_COLUMNS}",
             (now, now, self.job, source, now),
         )
-        return None if row is None else _study(row)
+        return None if row is None else study_row(row)
 
     async def claim_study(
         self, study_id: int, now: float, worker: str | None = None
@@ -322,26 +320,26 @@ class PostgresJournal(Journal):
         row = await self._one(
             "UPDATE {s}.studies SET state = 'running', attempts = attempts + 1, started = %s,"
             " updated = %s, worker = %s WHERE id = %s AND job = %s"
-            f" AND state IN ('pending', 'running') RETURNING {_STUDY_COLUMNS}",
+            f" AND state IN ('pending', 'running') RETURNING {STUDY_COLUMNS}",
             (now, now, worker, study_id, self.job),
         )
-        return None if row is None else _study(row)
+        return None if row is None else study_row(row)
 
     async def running_by(self, worker: str) -> list[StudyRow]:
         """The studies ``worker`` holds running."""
         rows = await self._all(
-            f"SELECT {_STUDY_COLUMNS} FROM {{s}}.studies WHERE job = %s AND state = 'running'"
+            f"SELECT {STUDY_COLUMNS} FROM {{s}}.studies WHERE job = %s AND state = 'running'"
             " AND worker = %s ORDER BY id",
             (self.job, worker),
         )
-        return [_study(row) for row in rows]
+        return [study_row(row) for row in rows]
 
     async def study(self, study_id: int) -> StudyRow | None:
         row = await self._one(
-            f"SELECT {_STUDY_COLUMNS} FROM {{s}}.studies WHERE id = %s AND job = %s",
+            f"SELECT {STUDY_COLUMNS} FROM {{s}}.studies WHERE id = %s AND job = %s",
             (study_id, self.job),
         )
-        return None if row is None else _study(row)
+        return None if row is None else study_row(row)
 
     async def next_ready(self, source: int) -> float | None:
         row = await self._one(
@@ -410,12 +408,12 @@ class PostgresJournal(Journal):
         return int(row[0]), int(row[1])
 
     async def studies(self, states: Iterable[str] | None = None) -> list[StudyRow]:
-        query = f"SELECT {_STUDY_COLUMNS} FROM {{s}}.studies WHERE job = %s"
+        query = f"SELECT {STUDY_COLUMNS} FROM {{s}}.studies WHERE job = %s"
         params: list[Any] = [self.job]
         if states is not None:
             query += " AND state = ANY(%s)"
             params.append(list(states))
-        return [_study(row) for row in await self._all(query + " ORDER BY id", params)]
+        return [study_row(row) for row in await self._all(query + " ORDER BY id", params)]
 
     async def set_meta(self, key: str, value: str) -> None:
         await self._exec(
