@@ -34,14 +34,20 @@ def run_aiodimse(*args: str | Path, stdin: str | None = None) -> subprocess.Comp
 
 class Service:
     """``aiodimse storescp|qrscp ARGS --port N -v`` in a process of its own, stopped by its
-    PID; its output goes to ``log_path``."""
+    PID; its output goes to ``log_path``. ``port`` is a free one unless given (when the
+    caller needs it before the arguments, e.g. to name a folder after it);
+    ``port_option=False`` leaves ``--port`` out (the arguments name it another way, such as
+    a configuration file)."""
 
-    def __init__(self, tmp_path: Path, *args: str | Path) -> None:
-        self.port = peers.free_port()
+    def __init__(
+        self, tmp_path: Path, *args: str | Path, port: int | None = None, port_option: bool = True
+    ) -> None:
+        self.port = peers.free_port() if port is None else port
         self.log_path = tmp_path / f"service-{self.port}.log"
         self._log = self.log_path.open("w")
+        port_args = ["--port", str(self.port)] if port_option else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "aiodimse", *map(str, args), "--port", str(self.port), "-v"],
+            [sys.executable, "-m", "aiodimse", *map(str, args), *port_args, "-v"],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _cli_support import Service
 from _settings import require_dcmtk
 from pydicom import dcmread
 
@@ -38,55 +37,10 @@ def no_traceback(result: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in result.stdout, result.stdout
 
 
-class Service:
-    """An ``aiodimse storescp``/``qrscp`` subprocess on a loopback port, stopped by PID."""
-
-    def __init__(self, args: list[str], port: int, log: Path) -> None:
-        self.port = port
-        self.log_path = log
-        self._log = open(log, "w")  # closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "aiodimse", *args],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
-            peers.wait_for_port("127.0.0.1", port, 20.0, self.proc)
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[list[Service]]:
-    started: list[Service] = []
-    yield started
-    for service in started:
-        service.stop()
-
-
 def storescp(tmp_path: Path, services: list[Service], *extra: str) -> Service:
     port = peers.free_port()
     out = tmp_path / f"scp-{port}"
-    service = Service(
-        ["storescp", "--port", str(port), "--out", str(out), "--host", "127.0.0.1", *extra],
-        port,
-        tmp_path / f"storescp-{port}.log",
-    )
+    service = Service(tmp_path, "storescp", "--out", out, "--host", "127.0.0.1", *extra, port=port)
     service.out = out  # type: ignore[attr-defined]
     services.append(service)
     return service
@@ -96,9 +50,7 @@ def qrscp(tmp_path: Path, services: list[Service], *extra: str) -> Service:
     port = peers.free_port()
     storage = tmp_path / f"archive-{port}"
     service = Service(
-        ["qrscp", "--port", str(port), "--storage", str(storage), "--host", "127.0.0.1", *extra],
-        port,
-        tmp_path / f"qrscp-{port}.log",
+        tmp_path, "qrscp", "--storage", storage, "--host", "127.0.0.1", *extra, port=port
     )
     services.append(service)
     return service
@@ -329,7 +281,8 @@ def test_qrscp_config_file(tmp_path: Path, services: list[Service], study: list[
         f'aet = "TOMLQR"\nport = {port}\nstorage = "{tmp_path / "tomlarchive"}"\n'
         f'host = "127.0.0.1"\n[destinations]\nSOMEWHERE = "127.0.0.1:11112"\n'
     )
-    service = Service(["qrscp", "--config", str(config)], port, tmp_path / "toml.log")
+    # The port comes from the file only: no --port on the command line.
+    service = Service(tmp_path, "qrscp", "--config", config, port=port, port_option=False)
     services.append(service)
     result = run("echo", "127.0.0.1", str(port), "--aec", "TOMLQR")
     assert result.returncode == 0, result.stderr + service.log()
