@@ -56,6 +56,7 @@ from _workers import (  # noqa: E402
 )
 
 from aiodimse import uids  # noqa: E402
+from aiodimse.testing.pynetdicom_qr import qr_ae  # noqa: E402
 
 CT_IMAGE_STORAGE = uids.STORAGE_SOP_CLASSES["CTImageStorage"]
 #: The called AE title of the window benchmark's storage SCP.
@@ -128,64 +129,24 @@ def _serve_pynetdicom_qr(args: argparse.Namespace) -> None:
     for the sub-operations), so every instance is read with ``dcmread`` and re-encoded by
     pynetdicom as it is sent: pynetdicom's documented way of serving files.
     """
-    from pydicom import dcmread
-    from pynetdicom import AE, evt
-
     _configure_pynetdicom()
-    files = _read_list(args.files_from)
-    # The index: study UID of every file, read once before the server is ready.
-    index: list[tuple[Path, str]] = []
-    classes: dict[str, str] = {}
-    for path in files:
-        ds = dcmread(path, stop_before_pixels=True)
-        index.append((path, str(ds.StudyInstanceUID)))
-        classes[str(ds.SOPClassUID)] = str(ds.file_meta.TransferSyntaxUID)
-    destinations = _destinations(args.dest)
     nodelay = _pynetdicom_nodelay_handler()
-
-    ae = AE(ae_title=args.ae)
-    ae.maximum_associations = 16
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
-    for model in (
-        uids.STUDY_ROOT_QR_MOVE,
-        uids.STUDY_ROOT_QR_GET,
-        uids.PATIENT_ROOT_QR_MOVE,
-        uids.PATIENT_ROOT_QR_GET,
-    ):
-        ae.add_supported_context(model)
-    for sop_class, syntax in classes.items():
-        # C-GET: the requestor proposes the SCP role for storage, we take the SCU role.
-        ae.add_supported_context(sop_class, syntax, scu_role=True, scp_role=True)
-        # C-MOVE: the sub-association to the destination.
-        ae.add_requested_context(sop_class, syntax)
-
-    def matches(identifier: Any) -> list[Path]:
-        wanted = str(getattr(identifier, "StudyInstanceUID", "") or "")
-        return [path for path, study in index if not wanted or study == wanted]
-
-    def sub_operations(event: Any) -> Iterator[Any]:
-        """How many instances match, then each as a data set (until cancelled)."""
-        found = matches(event.identifier)
-        yield len(found)
-        for path in found:
-            if event.is_cancelled:
-                yield (0xFE00, None)
-                return
-            yield (0xFF00, dcmread(path))
-
-    def handle_get(event: Any) -> Iterator[Any]:
-        yield from sub_operations(event)
-
-    def handle_move(event: Any) -> Iterator[Any]:
-        destination = destinations.get(str(event.move_destination).strip())
-        if destination is None:
-            yield (None, None)
-            return
+    ae, handlers = qr_ae(
+        args.ae,
+        _read_list(args.files_from),
+        _destinations(args.dest),
+        models=(
+            uids.STUDY_ROOT_QR_MOVE,
+            uids.STUDY_ROOT_QR_GET,
+            uids.PATIENT_ROOT_QR_MOVE,
+            uids.PATIENT_ROOT_QR_GET,
+        ),
+        timeout=60,
         # The sub-association turns Nagle off too (evt_handlers for ae.associate()).
-        yield (*destination, {"evt_handlers": [nodelay]})
-        yield from sub_operations(event)
-
-    handlers: Any = [(evt.EVT_C_GET, handle_get), (evt.EVT_C_MOVE, handle_move), nodelay]
+        sub_association_handlers=[nodelay],
+    )
+    ae.maximum_associations = 16
+    handlers.append(nodelay)
     stop = _stop_flag()
     server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
     assert server is not None
