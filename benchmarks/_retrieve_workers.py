@@ -53,6 +53,7 @@ from _workers import (  # noqa: E402
     _read_list,
     _stop_event,
     _stop_flag,
+    preload_aiodimse,
 )
 
 from aiodimse import uids  # noqa: E402
@@ -450,6 +451,7 @@ def main(argv: list[str] | None = None) -> None:
             _serve_pynetdicom_qr(args)
         return
     result: dict[str, Any]
+    preload_aiodimse()
     if args.command == "window-store":
         result = asyncio.run(_window_store(args))
     elif args.toolkit == "aiodimse":
