@@ -255,3 +255,24 @@ def test_robustness_runs_small(name: str, args: list[str], says: str) -> None:
     )
     assert out.returncode == 0, f"{name}: {out.stdout}\n{out.stderr}"
     assert says in out.stdout, out.stdout
+
+
+def test_bench_cli_quick(tmp_path: Path) -> None:
+    stdout, result = run_quick("bench_cli", tmp_path)
+    assert "Whole commands (start-up included)" in stdout and "vs DCMTK" in stdout
+    assert [s["instances"] for s in result["sets"]] == [20, 5]
+    services = ("get", "move")
+    sources = ("dcmqrscp", "qrscp")
+    expected = {"store", "storescu"}
+    expected |= {f"{s}{scu}-{src}" for s in services for scu in ("", "scu") for src in sources}
+    for data_set in result["sets"]:
+        n = data_set["instances"]
+        rows = {r["key"]: r for r in data_set["rows"]}
+        assert set(rows) == expected
+        for key, row in rows.items():
+            # A skipped row only outside CI (a missing DCMTK fails the script there).
+            if row["skipped"]:
+                continue
+            assert row["failures"] == [] and len(row["runs"]) == result["runs"] == 1, (key, row)
+            for run in row["runs"]:
+                assert run["files"] == n and run["ok"], (key, run)
