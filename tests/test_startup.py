@@ -10,12 +10,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Generator
 from pathlib import Path
 
 import pytest
+from _cli_support import LOCAL, Service, run_aiodimse
 
 from aiodimse.cli import COMMAND_MODULES, build_parser, main
+from aiodimse.dicomfile import read_part10
 from aiodimse.testing.peers import free_port
+from aiodimse.testing.synthetic import make_study, write_study
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -78,6 +82,108 @@ def test_echo_starts_without_the_archive_jobs_or_fuzzer() -> None:
 def test_echo_starts_without_pydicom() -> None:
     _, modules = echo_to_nobody()
     assert loaded(modules, ("pydicom", "numpy")) == []
+
+
+# -- C-GET and C-MOVE of ordinary -k keys: no pydicom either ---------------------------------
+
+#: The AE title ``move --port`` receives under, known to the archive as a destination.
+MOVE_AE = "STARTUPME"
+
+
+@pytest.fixture(scope="module")
+def archive(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Generator[tuple[Service, int, list[list[Path]]], None, None]:
+    """``aiodimse qrscp`` holding two studies of two instances, with MOVE_AE as a move
+    destination on a port of its own: (the service, that port, the studies' files)."""
+    root = tmp_path_factory.mktemp("startup")
+    studies = [
+        write_study(root / f"s{i}", make_study(2, rows=8, cols=8, seed=f"startup-{i}"))
+        for i in range(2)
+    ]
+    move_port = free_port()
+    service = Service(
+        root,
+        "qrscp",
+        "--storage",
+        root / "archive",
+        "--host",
+        LOCAL,
+        "--dest",
+        f"{MOVE_AE}={LOCAL}:{move_port}",
+    )
+    try:
+        files = [str(p) for study in studies for p in study]
+        stored = run_aiodimse("store", LOCAL, str(service.port), *files)
+        assert stored.returncode == 0, stored.stderr + service.log()
+        yield service, move_port, studies
+    finally:
+        service.stop()
+
+
+def _study_key(study: list[Path]) -> str:
+    # (pydicom here, in the test's process: the command runs in a fresh one)
+    from pydicom import dcmread
+
+    return f"StudyInstanceUID={dcmread(study[0], stop_before_pixels=True).StudyInstanceUID}"
+
+
+def _arrived(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()} if folder.exists() else set()
+
+
+def _names(study: list[Path]) -> set[str]:
+    return {f"{read_part10(p).sop_instance_uid}.dcm" for p in study}
+
+
+def test_get_starts_without_pydicom(
+    archive: tuple[Service, int, list[list[Path]]], tmp_path: Path
+) -> None:
+    service, _, studies = archive
+    out = tmp_path / "got"
+    code, modules = imported_by(
+        "get", LOCAL, str(service.port), "-k", _study_key(studies[1]), "--out", str(out)
+    )
+    assert code == 0, service.log()
+    assert _arrived(out) == _names(studies[1])  # that study, and only that one
+    assert loaded(modules, ("pydicom", "numpy")) == []
+
+
+def test_move_to_ourselves_starts_without_pydicom(
+    archive: tuple[Service, int, list[list[Path]]], tmp_path: Path
+) -> None:
+    service, move_port, studies = archive
+    out = tmp_path / "moved"
+    code, modules = imported_by(
+        "move",
+        LOCAL,
+        str(service.port),
+        "-k",
+        _study_key(studies[0]),
+        "--aet",
+        MOVE_AE,
+        "--port",
+        str(move_port),
+        "--out",
+        str(out),
+    )
+    assert code == 0, service.log()
+    assert _arrived(out) == _names(studies[0])
+    assert "aiodimse.server" in modules  # it received them itself
+    assert loaded(modules, ("pydicom", "numpy")) == []
+
+
+def test_get_of_a_key_given_as_a_tag_still_works_through_pydicom(
+    archive: tuple[Service, int, list[list[Path]]], tmp_path: Path
+) -> None:
+    """A query the light form does not take (a tag as hex) goes the pydicom way, as before."""
+    service, _, studies = archive
+    key = _study_key(studies[1]).replace("StudyInstanceUID", "(0020,000D)")
+    out = tmp_path / "got"
+    code, modules = imported_by("get", LOCAL, str(service.port), "-k", key, "--out", str(out))
+    assert code == 0, service.log()
+    assert _arrived(out) == _names(studies[1])
+    assert "pydicom" in modules
 
 
 def test_version_imports_no_command() -> None:

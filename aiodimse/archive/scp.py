@@ -39,12 +39,11 @@ from ..config import DEFAULT_HOST, MAX_INFLATED_HEADER
 from ..dicomfile import NotDicomError, Part10Info, read_part10
 from ..dimse.status import CANNOT_UNDERSTAND, IDENTIFIER_DOES_NOT_MATCH, OUT_OF_RESOURCES
 from ..errors import StatusError, store_error_status
-from ..query import to_dataset
+from ..query import encode_identifier, to_dataset
 from ..requests import FindRequest, RetrieveRequest, StoreRequest
 from ..results import StoredInstance
 from ..server import Server
 from ..sinks import DirectorySink, FileWriter, Listener, temp_path_for
-from .encode import encode_identifier
 from .index import (
     LEVELS,
     UNIQUE_KEYS,

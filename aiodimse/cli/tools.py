@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import contexts
 from ..config import DEFAULT_HOST
-from ..query import build_query, with_return_keys
+from ..query import Identifier, build_identifier, build_query, with_return_keys
 from ..results import Progress as Pending
 from ..sinks import DirectorySink
 from ..ul.negotiation import ContextRequest
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     from ..server import StorageServer
 
-__all__ = ["format_match", "iter_files", "query_from", "register"]
+__all__ = ["format_match", "iter_files", "query_from", "register", "retrieve_query_from"]
 
 iter_files = store.iter_files
 
@@ -152,6 +152,15 @@ def query_from(args: argparse.Namespace) -> Dataset:
     """The query identifier of ``-k`` and ``--level``; a bad key is a usage error."""
     try:
         return build_query(args.key, args.level)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def retrieve_query_from(args: argparse.Namespace) -> Identifier | Dataset:
+    """The identifier of a C-GET / C-MOVE: a light Identifier (no pydicom: start-up time)
+    when every ``-k`` key is an ordinary one with a plain value, else as ``query_from``."""
+    try:
+        return build_identifier(args.key, args.level)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -293,7 +302,7 @@ def _report(
 
 
 async def cmd_get(args: argparse.Namespace) -> int:
-    query = query_from(args)
+    query = retrieve_query_from(args)
     limit = _check_cancel_after(args)
     sink = DirectorySink(args.out)
     syntaxes = proposed_syntaxes(args)
@@ -313,7 +322,7 @@ async def cmd_get(args: argparse.Namespace) -> int:
 
 
 async def cmd_move(args: argparse.Namespace) -> int:
-    query = query_from(args)
+    query = retrieve_query_from(args)
     limit = _check_cancel_after(args)
     destination = args.dest or args.aet
     scp: StorageServer | None = None

@@ -7,6 +7,10 @@ destination, receiver=scp)`` has them sent to a receiver on the same loop (a
 completed instance is stored there, matching instances to the move by Move Originator AE
 Title / Message ID (0000,1030)/(0000,1031). Both are :class:`Operation` objects: iterate
 them for each instance as it is committed, await them for a :class:`RetrieveResult`.
+
+The query is a pydicom Dataset, a mapping of keywords (or tags) to values, or a light
+:class:`~aiodimse.query.Identifier` (what ``aiodimse get`` / ``move`` build from ``-k``
+keys), which is encoded without pydicom.
 """
 
 from __future__ import annotations
@@ -15,17 +19,18 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ..config import MAX_INFLATED_IDENTIFIER
 from ..dicomfile import decode_dataset, encode_dataset
 from ..dimse.commands import CGetRQ, CMoveRQ, Message, Priority
 from ..dimse.status import StatusCategory, status_info
 from ..errors import IncompleteRetrieval, NegotiationError, StatusError, check_ae_title
-from ..query import model_uid, to_dataset
+from ..query import Identifier, model_uid, to_dataset
 from ..results import Progress, RetrieveResult, StoredInstance
 from ..sinks import MemorySink, MoveReceiver, MoveTracker, Sink, StorageHandler
 from ..transport.exchange import Exchange, Outgoing
+from ..uids import transfer_syntax
 from .operation import Operation, OperationCore
 from .services import context_for, failure_error, result_detail
 
@@ -33,16 +38,39 @@ if TYPE_CHECKING:
     # Annotations only: pydicom takes ~0.3 s to import (is_dataset() checks at run time).
     from pydicom import Dataset
 
-__all__ = ["Retrieval", "RetrieveUser", "StoreDiversion"]
+__all__ = ["Retrieval", "RetrieveQuery", "RetrieveUser", "StoreDiversion"]
 
 log = logging.getLogger("aiodimse.retrieve")
 
 #: A C-GET or C-MOVE in progress: iterate it for the instances, await it for the result.
 Retrieval = Operation[StoredInstance, RetrieveResult]
 
+#: What ``get`` and ``move`` take as the query: a light Identifier (encoded without
+#: pydicom; an Identifier is also a Mapping), a pydicom Dataset, or keywords (or tags) to
+#: values.
+RetrieveQuery: TypeAlias = "Identifier | Dataset | Mapping[str, Any]"
+
 #: ``divert(handler)``: while the context is open, the C-STORE requests the peer sends on
 #: this association go to ``handler`` (the C-GET's receiver) instead of the server's.
 StoreDiversion = Callable[[object], contextlib.AbstractAsyncContextManager[None]]
+
+
+def _identifier(query: RetrieveQuery) -> Identifier | Dataset:
+    """The identifier to send: a light Identifier as it is, anything else as a Dataset
+    (ValueError names a bad keyword now, before anything is sent)."""
+    return query if isinstance(query, Identifier) else to_dataset(query)
+
+
+def _encode(identifier: Identifier | Dataset, syntax: str) -> bytes:
+    """The identifier in the context's transfer syntax: a light one without pydicom, unless
+    the encoder refuses the syntax (deflated), then like a Dataset."""
+    if isinstance(identifier, Identifier):
+        ts = transfer_syntax(syntax)
+        data = identifier.encode(ts) if ts is not None else None
+        if data is not None:
+            return data
+        identifier = identifier.to_dataset()
+    return encode_dataset(identifier, syntax)
 
 
 def _counts(message: Message) -> tuple[int | None, int, int, int]:
@@ -147,7 +175,7 @@ class RetrieveUser:
 
     def get(
         self,
-        query: Dataset | Mapping[str, Any],
+        query: RetrieveQuery,
         *,
         model: str = "study",
         receiver: Sink | None = None,
@@ -159,11 +187,12 @@ class RetrieveUser:
 
         Each is written to ``receiver`` (a sink, e.g. a DirectorySink) or kept in memory
         (``StoredInstance.data``). The association must have been negotiated with the SCP
-        role for the storage classes (``contexts=aiodimse.contexts.for_get()``).
+        role for the storage classes (``contexts=aiodimse.contexts.for_get()``). ``query``:
+        an :class:`~aiodimse.query.Identifier`, a Dataset, or keywords to values.
         """
         exchange = self.exchange
         sop_class = model_uid(model, "get")
-        identifier = to_dataset(query)
+        identifier = _identifier(query)
         context = context_for(exchange.link.negotiated, sop_class)
         self._check_scp_role()
         assert context.transfer_syntax is not None
@@ -183,7 +212,7 @@ class RetrieveUser:
                         lambda mid: CGetRQ(
                             message_id=mid, affected_sop_class_uid=sop_class, priority=priority
                         ),
-                        encode_dataset(identifier, syntax),
+                        _encode(identifier, syntax),
                         on_message_id=core.sending_now,
                     )
 
@@ -203,7 +232,7 @@ class RetrieveUser:
 
     def move(
         self,
-        query: Dataset | Mapping[str, Any],
+        query: RetrieveQuery,
         destination: str,
         *,
         model: str = "study",
@@ -217,12 +246,14 @@ class RetrieveUser:
         the SCP knows as ``destination``), the result lists the instances it received for
         this move, iterating yields each as it is stored, and the operation ends only once
         every completed sub-operation has been stored (or ``arrival_timeout`` seconds
-        after the final response)."""
+        after the final response). ``query``: an :class:`~aiodimse.query.Identifier`, a
+        Dataset, or keywords to values; the receiver matches misnamed sub-operations
+        against its UIDs."""
         check_ae_title(destination, "move destination")
         exchange = self.exchange
         link = exchange.link
         sop_class = model_uid(model, "move")
-        identifier = to_dataset(query)
+        identifier = _identifier(query)
         context = context_for(link.negotiated, sop_class)
         assert context.transfer_syntax is not None
         syntax = context.transfer_syntax
@@ -255,7 +286,7 @@ class RetrieveUser:
                         move_destination=destination,
                         priority=priority,
                     ),
-                    encode_dataset(identifier, syntax),
+                    _encode(identifier, syntax),
                     on_message_id=register,
                     avoid_message_id=taken,
                 )
