@@ -6,6 +6,7 @@ walking its element headers to the end shows that its last element is missing by
 
 from __future__ import annotations
 
+import io
 import mmap
 import os
 import struct
@@ -35,6 +36,15 @@ def check_complete(path: PathLike, info: Part10Info) -> None:
     stream is whole."""
     ts = transfer_syntax(info.transfer_syntax_uid)
     name = os.fspath(path)
+    explicit = ts is None or not ts.is_implicit_vr
+    order = "<" if ts is None or ts.is_little_endian else ">"
+    content = info.content
+    if content is not None:  # read whole already (read_part10(..., whole=True))
+        if ts is not None and ts.is_deflated:
+            _check_deflated(io.BytesIO(content[info.dataset_offset :]), name)
+        elif len(content) > info.dataset_offset:
+            _walk(content, name, info.dataset_offset, len(content), explicit, order)
+        return
     with open(name, "rb") as fp:
         if ts is not None and ts.is_deflated:
             fp.seek(info.dataset_offset)
@@ -44,9 +54,7 @@ def check_complete(path: PathLike, info: Part10Info) -> None:
         if size <= info.dataset_offset:
             return  # an empty data set
         with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as view:
-            explicit = ts is None or not ts.is_implicit_vr
-            little = ts is None or ts.is_little_endian
-            _walk(view, name, info.dataset_offset, size, explicit, "<" if little else ">")
+            _walk(view, name, info.dataset_offset, size, explicit, order)
 
 
 def _check_deflated(fp: BinaryIO, name: str) -> None:
@@ -64,7 +72,9 @@ def _check_deflated(fp: BinaryIO, name: str) -> None:
     raise TruncatedDatasetError(f"{name}: the deflated data set ends early")
 
 
-def _walk(data: mmap.mmap, name: str, pos: int, end: int, explicit: bool, order: str) -> None:
+def _walk(
+    data: mmap.mmap | bytes, name: str, pos: int, end: int, explicit: bool, order: str
+) -> None:
     """Element headers in order from ``pos``; values skipped. Sequences and encapsulated
     pixel data of undefined length are followed item by item (a stack of what is open)."""
     header = struct.Struct(order + "HH2sH").unpack_from  # tag, explicit VR, 16-bit length

@@ -13,7 +13,7 @@ import struct
 import sys
 import zlib
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from io import BytesIO
 from typing import TYPE_CHECKING, BinaryIO, Final, TypeGuard
 
@@ -73,6 +73,14 @@ DICM_PREFIX: Final = b"DICM"
 _META_START: Final = PREAMBLE_LENGTH + len(DICM_PREFIX)
 _MAX_META_LENGTH: Final = 1 << 20  # a file meta group beyond 1 MiB is not a real one
 _READ_AHEAD: Final = 4096  # one read covers the preamble and any usual file meta
+#: Files up to this size are read whole by ``read_part10(..., whole=True)``: the one read
+#: then serves the file meta, the completeness check and the send (a 9 KiB instance cost
+#: three opens and an mmap before).
+SMALL_FILE: Final = 64 * 1024
+
+#: An explicit VR little endian element header with a 16-bit length; a 32-bit length.
+_META_HEADER: Final = struct.Struct("<HH2sH")
+_UINT32: Final = struct.Struct("<I")
 
 #: PS3.5 7.1.2: explicit VRs with a 2-byte reserved field and a 32-bit length.
 LONG_VRS: Final = frozenset(
@@ -115,6 +123,8 @@ class Part10Info:
     dataset_offset: int  # byte offset of the first dataset byte in the file
     file_size: int
     meta: tuple[MetaElement, ...]
+    #: The whole file as read, when ``read_part10(..., whole=True)`` found it small.
+    content: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def dataset_length(self) -> int:
@@ -138,15 +148,21 @@ class Part10Info:
 
 
 class _Reader:
-    """A file read ahead into a growing buffer, so that the file meta costs one read."""
+    """A file read ahead into a growing buffer, so that the file meta costs one read (or
+    read whole: ``content``)."""
 
-    def __init__(self, fp: BinaryIO) -> None:
+    def __init__(self, fp: BinaryIO, content: bytes | None = None) -> None:
         self.fp = fp
-        self.buf = bytearray(fp.read(_META_START + _READ_AHEAD))
+        self.content = content
+        self.buf: bytes | bytearray = (
+            content if content is not None else bytearray(fp.read(_META_START + _READ_AHEAD))
+        )
 
     def ensure(self, end: int) -> bool:
         """Make bytes [0, end) available; False at end of file."""
         while len(self.buf) < end:
+            if self.content is not None:
+                return False  # all of it was read
             chunk = self.fp.read(max(_READ_AHEAD, end - len(self.buf)))
             if not chunk:
                 return False
@@ -154,20 +170,25 @@ class _Reader:
         return True
 
 
-def read_part10(path: PathLike) -> Part10Info:
+def read_part10(path: PathLike, *, whole: bool = False) -> Part10Info:
     """Read a file's preamble and file meta group, not its dataset.
 
     Only Part 10 files are accepted (128-byte preamble, "DICM", explicit VR little endian
     group 0002 with a Transfer Syntax UID and the Media Storage SOP Class/Instance UIDs):
     anything else raises :class:`NotDicomError`. A bare dataset without file meta cannot
     be sent without parsing it, which is not this function's job.
+
+    With ``whole``, a file of at most :data:`SMALL_FILE` bytes is read in one go and kept
+    as ``content`` (what is then checked and sent is exactly what was read).
     """
     name = os.fspath(path)
     try:
         with open(name, "rb") as fp:
             file_size = os.fstat(fp.fileno()).st_size
-            reader = _Reader(fp)
-            return _parse_part10(name, reader, file_size)
+            content = fp.read(file_size) if whole and file_size <= SMALL_FILE else None
+            reader = _Reader(fp, content)
+            size = len(content) if content is not None else file_size
+            return _parse_part10(name, reader, size)
     except IsADirectoryError:
         raise NotDicomError(f"{name}: is a directory") from None
 
@@ -185,38 +206,37 @@ def _parse_part10(name: str, reader: _Reader, file_size: int) -> Part10Info:
             # A deflated dataset starts right after the meta: its first bytes are not
             # element tags and must not be read as such.
             break
-        if not reader.ensure(pos + 4):
-            break  # end of file (a file meta with an empty dataset)
-        buf = reader.buf
-        group, elem = struct.unpack_from("<HH", buf, pos)
-        if group != 0x0002:
-            break
-        if not reader.ensure(pos + 8):
+        if len(buf) < pos + 12:  # (the longest element header)
+            reader.ensure(pos + 12)
+            buf = reader.buf
+            if len(buf) < pos + 4:
+                break  # end of file (a file meta with an empty dataset)
+        if buf[pos : pos + 2] != b"\x02\x00":
+            break  # group 0002 (little endian) is over
+        if len(buf) < pos + 8:
             raise NotDicomError(f"{name}: file meta truncated at byte {pos}")
-        buf = reader.buf
-        vr = bytes(buf[pos + 4 : pos + 6])
+        _, elem, vr, length = _META_HEADER.unpack_from(buf, pos)
         if not (vr.isalpha() and vr.isupper()):
             raise NotDicomError(f"{name}: file meta is not explicit VR (PS3.10 7.1)")
+        header = 8
         if vr in LONG_VRS:
-            if not reader.ensure(pos + 12):
+            if len(buf) < pos + 12:
                 raise NotDicomError(f"{name}: file meta truncated at byte {pos}")
-            buf = reader.buf
-            (length,) = struct.unpack_from("<I", buf, pos + 8)
+            (length,) = _UINT32.unpack_from(buf, pos + 8)
             header = 12
-        else:
-            (length,) = struct.unpack_from("<H", buf, pos + 6)
-            header = 8
         end = pos + header + length
         if length == 0xFFFFFFFF or end - _META_START > _MAX_META_LENGTH:
             raise NotDicomError(f"{name}: file meta element (0002,{elem:04X}) has a bad length")
-        if not reader.ensure(end):
-            raise NotDicomError(f"{name}: file meta truncated in (0002,{elem:04X})")
-        value = bytes(reader.buf[pos + header : end])
+        if len(buf) < end:
+            if not reader.ensure(end):
+                raise NotDicomError(f"{name}: file meta truncated in (0002,{elem:04X})")
+            buf = reader.buf
+        value = bytes(buf[pos + header : end])
         tag = 0x00020000 | elem
         meta.append(MetaElement(tag, vr.decode("ascii"), value))
         values[tag] = value
         if elem == 0x0000 and length == 4:
-            meta_end = end + struct.unpack("<I", value)[0]
+            meta_end = end + _UINT32.unpack(value)[0]
         pos = end
 
     def required(tag: int, what: str) -> str:
@@ -237,6 +257,7 @@ def _parse_part10(name: str, reader: _Reader, file_size: int) -> Part10Info:
         dataset_offset=pos,
         file_size=file_size,
         meta=tuple(meta),
+        content=reader.content,
     )
 
 

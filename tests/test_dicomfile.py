@@ -21,7 +21,9 @@ from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
 
+from aiodimse.completeness import TruncatedDatasetError, check_complete
 from aiodimse.dicomfile import (
+    SMALL_FILE,
     InvalidDatasetError,
     NotDicomError,
     Part10Info,
@@ -135,6 +137,45 @@ def test_read_part10_reads_only_the_head(tmp_path: Path) -> None:
     assert info.dataset_offset == len(head)
     assert info.dataset_length == 32 << 20
     assert sum(read_sizes) <= 64 * 1024
+
+
+@pytest.mark.parametrize("name", ALL_FILES)
+def test_read_part10_whole_agrees_and_keeps_small_files(name: str) -> None:
+    """``whole=True`` learns the same from one read, and keeps the bytes of a small file
+    (what the C-STORE SCU then checks and sends) but never of a large one."""
+    path = _testfile(name)
+    head, whole = read_part10(path), read_part10(path, whole=True)
+    assert whole == head  # content takes no part in equality: compare it below
+    raw = Path(path).read_bytes()
+    if len(raw) <= SMALL_FILE:
+        assert whole.content == raw
+    else:
+        assert whole.content is None
+    assert head.content is None
+
+
+@pytest.mark.parametrize("size", [9 * 1024, SMALL_FILE + 4096])
+def test_a_cut_short_copy_is_found_whole_or_not(tmp_path: Path, size: int) -> None:
+    """The completeness walk finds a cut-short copy from the bytes read whole (small) and
+    from the file itself (large), and passes the whole file both ways."""
+    pixels = size - 512
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = "1.2.3.4"
+    ds.PatientID = "CUT"
+    ds.PixelData = bytes(pixels)
+    ds["PixelData"].VR = "OB"
+    body = encode_dataset(ds, EXPLICIT_VR_LITTLE_ENDIAN)
+    meta = build_file_meta(ds.SOPClassUID, ds.SOPInstanceUID, EXPLICIT_VR_LITTLE_ENDIAN)
+    whole, cut = tmp_path / "whole.dcm", tmp_path / "cut.dcm"
+    whole.write_bytes(meta + body)
+    cut.write_bytes((meta + body)[:-100])
+    for read_whole in (True, False):
+        check_complete(whole, read_part10(whole, whole=read_whole))
+        info = read_part10(cut, whole=read_whole)
+        assert (info.content is not None) == (read_whole and size <= SMALL_FILE)
+        with pytest.raises(TruncatedDatasetError, match="ends early, in \\(7FE0,0010\\)"):
+            check_complete(cut, info)
 
 
 def test_large_file_meta_is_read_across_chunks(tmp_path: Path) -> None:

@@ -215,7 +215,7 @@ class ServiceUser:
             context = self.context_for(sop_class, native)
             assert context.transfer_syntax is not None
             return context, sop_class, sop_instance, encode_dataset(source, context.transfer_syntax)
-        info = read_part10(source)
+        info = read_part10(source, whole=True)
         # A cut-short copy must not be sent as if it were whole (the SCP would store an
         # instance without its pixel data): walk its element headers first.
         check_complete(source, info)
@@ -302,9 +302,12 @@ class ServiceUser:
         return Operation(OperationCore(exchange, "C-FIND", run, FindResult))
 
 
-def _file_data(info: Part10Info) -> FileRegion:
+def _file_data(info: Part10Info) -> FileRegion | bytes | memoryview:
     # PS3.5 A.5: a deflated bit stream of odd length is followed by one NUL byte. Files
     # that lack it are sent with it (peers refuse odd-length fragments).
     ts = uids.transfer_syntax(info.transfer_syntax_uid)
     pad = bool(info.dataset_length & 1) and ts is not None and ts.is_deflated
+    if info.content is not None:  # a small file, read whole: send what was checked
+        data = memoryview(info.content)[info.dataset_offset :]
+        return bytes(data) + b"\x00" if pad else data
     return FileRegion(info.path, info.dataset_offset, info.dataset_length, pad)
