@@ -221,7 +221,9 @@ class Exchange:
         link = self.link
         try:
             if op.queue.empty():
-                item = await asyncio.wait_for(op.queue.get(), link.timeouts.dimse)
+                # (asyncio.timeout, not wait_for: no task made per response)
+                async with asyncio.timeout(link.timeouts.dimse):
+                    item = await op.queue.get()
             else:
                 item = op.queue.get_nowait()
         except TimeoutError:
