@@ -11,12 +11,16 @@ instances of one C-MOVE (matched by Move Originator AE Title and Message ID).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import functools
 import itertools
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping
+import sys
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
@@ -101,14 +105,120 @@ class Sink(Protocol):
     def open(self, request: StoreRequest) -> StoreWriter: ...
 
 
-class FileWriter:
-    """Writes one instance to a temporary file next to its final name, then renames it.
+class _Spares:
+    """Empty unnamed files (Linux ``O_TMPFILE``) made ahead of need in one folder, by a
+    thread of the event loop's executor, a few at a time.
 
-    Unbuffered OS-level writes: the data set arrives in PDV-sized pieces that go straight
-    to the file, with no Python file object in between.
+    Creating a file is the slowest step of receiving a small instance, and it can stall
+    for a millisecond or more while the file system writes back what came before; an
+    unnamed file made ahead takes that off the event loop. It gets its name only when the
+    instance is complete (a link to the final name), and one that is never used vanishes
+    with its descriptor: a process that stops or dies leaves nothing behind. Where the
+    file system or the platform cannot do this (no ``O_TMPFILE``, no ``/proc``), the pool
+    turns itself off and every writer creates its own temporary file.
     """
 
-    __slots__ = ("_fd", "final", "fsync", "request", "sink", "tmp")
+    #: How many unnamed files are kept ready; refilled once fewer than half are left.
+    KEEP = 8
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.ready: collections.deque[int] = collections.deque()
+        self.making = False
+        #: The latest batch being made (or made).
+        self.refill: asyncio.Future[list[int]] | None = None
+        self.usable: bool | None = None if _TMPFILE else False  # None: not tried yet
+        self.pid = os.getpid()
+        weakref.finalize(self, _close_all, self.ready)
+
+    def take(self) -> int | None:
+        """A ready descriptor (to be linked or closed by the taker), or None."""
+        if self.usable is False:
+            return None
+        if self.pid != os.getpid():  # forked: the descriptors are the parent's too
+            self.ready.clear()
+            self.pid, self.making = os.getpid(), False
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None  # not on an event loop: nothing made ahead
+        fd = self.ready.popleft() if self.ready else None
+        if not self.making and len(self.ready) < self.KEEP // 2:
+            self.making = True
+            wanted = self.KEEP - len(self.ready)
+            prove = self.usable is None
+            made = loop.run_in_executor(None, _make_unnamed, self.directory, wanted, prove)
+            made.add_done_callback(self._made)
+            self.refill = made
+        return fd
+
+    def _made(self, future: asyncio.Future[list[int]]) -> None:
+        self.making = False
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            if self.usable is None:
+                log.debug("%s: no unnamed files made ahead: %s", self.directory, error)
+                self.usable = False
+            return
+        self.usable = True
+        self.ready.extend(future.result())
+
+
+#: Linux: an unnamed file in a folder, given a name later (open(2), O_TMPFILE).
+_TMPFILE = getattr(os, "O_TMPFILE", 0) if sys.platform == "linux" else 0
+
+
+def _make_unnamed(directory: Path, count: int, prove: bool) -> list[int]:
+    """``count`` new unnamed files in ``directory`` (run off the event loop). With
+    ``prove``, one is linked to a name and unlinked first: naming them must work here."""
+    flags = _TMPFILE | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
+    made: list[int] = []
+    try:
+        for _ in range(count):
+            made.append(os.open(directory, flags, 0o644))
+        if prove:
+            probe = directory / f".probe.{os.getpid()}.{next(_tmp_ids)}.part"
+            _link_unnamed(made[0], probe)
+            os.unlink(probe)
+            os.close(made.pop(0))  # (a file named once cannot be linked again)
+    except BaseException:
+        _close_all(made)
+        raise
+    return made
+
+
+def _link_unnamed(fd: int, name: Path) -> None:
+    """Give the unnamed file open as ``fd`` the name ``name`` (linkat(2) through /proc,
+    which needs no privilege; FileExistsError if the name is taken)."""
+    os.link(f"/proc/self/fd/{fd}", name, src_dir_fd=_root_fd(os.getpid()), follow_symlinks=True)
+
+
+@functools.lru_cache(maxsize=1)
+def _root_fd(pid: int) -> int:
+    """A descriptor of ``/`` for this process (``pid``: a forked child opens its own).
+    os.link calls linkat(2), which follows /proc's link, only when given a folder
+    descriptor (ignored here: the source path is absolute)."""
+    return os.open("/", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+
+
+def _close_all(fds: Iterable[int]) -> None:
+    for fd in list(fds):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+class FileWriter:
+    """Writes one instance to a temporary file, then gives it its final name.
+
+    Unbuffered OS-level writes: the data set arrives in PDV-sized pieces that go straight
+    to the file, with no Python file object in between. The temporary file is an unnamed
+    one made ahead by the sink (see :class:`_Spares`; ``tmp`` is then its ``/proc`` path,
+    readable like any file), else a hidden ``.part`` file next to the final name.
+    """
+
+    __slots__ = ("_fd", "_unnamed", "final", "fsync", "request", "sink", "tmp")
 
     def __init__(
         self, sink: DirectorySink, request: StoreRequest, final: Path, fsync: bool
@@ -116,10 +226,16 @@ class FileWriter:
         self.sink = sink
         self.request = request
         self.final = final
-        self.tmp = temp_path_for(final)
         self.fsync = fsync
-        # O_EXCL: a temporary name is never shared; closed in commit/discard.
-        self._fd: int | None = os.open(self.tmp, _CREATE_FLAGS, 0o644)
+        spare = sink.spares.take()
+        self._unnamed = spare is not None
+        if spare is not None:
+            self._fd: int | None = spare
+            self.tmp = Path(f"/proc/self/fd/{spare}")
+        else:
+            self.tmp = temp_path_for(final)
+            # O_EXCL: a temporary name is never shared; closed in commit/discard.
+            self._fd = os.open(self.tmp, _CREATE_FLAGS, 0o644)
         try:
             _write_all(
                 self._fd,
@@ -146,27 +262,53 @@ class FileWriter:
         fd, self._fd = self._fd, None
         if fd is None:
             raise StatusError(OUT_OF_RESOURCES, detail="writer already closed", service="C-STORE")
-        try:
-            if self.fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.replace(self.tmp, self.final)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(self.tmp)
-            raise
+        if self._unnamed:
+            try:
+                if self.fsync:
+                    os.fsync(fd)
+                self._name_unnamed(fd)
+            finally:
+                os.close(fd)
+        else:
+            try:
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.replace(self.tmp, self.final)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.tmp)
+                raise
         if self.fsync:
             _fsync_dir(self.final.parent)
         return None
 
+    def _name_unnamed(self, fd: int) -> None:
+        """Link the complete unnamed file to its final name; a name already taken (an
+        instance sent again) is replaced through a temporary name, atomically."""
+        try:
+            _link_unnamed(fd, self.final)
+            return
+        except FileExistsError:
+            pass
+        tmp = temp_path_for(self.final)
+        _link_unnamed(fd, tmp)
+        try:
+            os.replace(tmp, self.final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
     def discard(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
-            os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(self.tmp)
+            os.close(fd)  # an unnamed file is gone with its descriptor
+        if not self._unnamed:
+            with contextlib.suppress(OSError):
+                os.unlink(self.tmp)
 
 
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
@@ -204,6 +346,8 @@ class DirectorySink:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
+        #: Unnamed files made ahead for the writers (see :class:`_Spares`).
+        self.spares = _Spares(self.directory)
         removed = remove_stale_temporaries(self.directory)
         if removed:
             log.warning(
