@@ -124,13 +124,17 @@ def test_bench_retrieve_quick(tmp_path: Path) -> None:
 def test_bench_window_quick(tmp_path: Path) -> None:
     stdout, result = run_quick("bench_window", tmp_path)
     assert "C-STORE, one association" in stdout and "vs serial" in stdout
+    assert "vs DCMTK" in stdout and "DCMTK storescu -> storescp" in stdout
     assert [s["instances"] for s in result["sets"]] == [50, 10]
     for data_set in result["sets"]:
         n = data_set["instances"]
         rows = {r["key"]: r for r in data_set["rows"]}
-        assert set(rows) == {"serial", "window", "serial-dcmtk", "window-dcmtk"}
+        assert set(rows) == {"serial", "window", "serial-dcmtk", "window-dcmtk", "dcmtk"}
+        # DCMTK's own pair, the reference row (skipped only outside CI: the script fails there).
+        for run in rows["dcmtk"]["runs"]:
+            assert run["stored"] == n and run["ok"] == n and not run["failed"], run
         for key, row in rows.items():
-            if row["skipped"]:
+            if row["skipped"] or key == "dcmtk":
                 continue
             for run in row["runs"]:
                 assert run["stored"] == n and run["ok"] == n and run["failed"] == 0, (key, run)
