@@ -130,7 +130,7 @@ async def cmd_store(args: argparse.Namespace) -> int:
             continue
         try:
             info = read_part10(path)
-            sizes[path] = path.stat().st_size
+            sizes[path] = info.file_size
         except NotDicomError:
             skipped += 1
             log.info("skipping %s: not a DICOM file", path)
