@@ -60,6 +60,7 @@ from aiodimse.requests import FindRequest, Request, StoreRequest
 from aiodimse.results import StoredInstance
 from aiodimse.testing.peers import free_port
 from aiodimse.testing.synthetic import SUPPORTED_TRANSFER_SYNTAXES, make_study, write_study
+from aiodimse.transport.link import READ_SIZE
 from aiodimse.ul.negotiation import (
     AcceptorPolicy,
     ContextRequest,
@@ -106,6 +107,18 @@ async def test_echo(tmp_path: Path) -> None:
         peer = await server_side(scp)
         assert peer.calling_ae == "TESTSCU" and peer.peer_ae == "TESTSCU"
     assert assoc.is_closed and assoc.end_reason is None
+
+
+async def test_both_sides_read_the_socket_in_small_pieces(tmp_path: Path) -> None:
+    """Each side reads at most READ_SIZE bytes at a time: asyncio's default 256 KiB reads
+    made glibc map fresh pages for every read of a large data set."""
+    async with storage_server(tmp_path) as scp, connect(scp.port) as assoc:
+        peer = await server_side(scp)
+        for side in (assoc, peer):
+            transport = side.link.transport
+            assert transport is not None
+            assert transport.max_size == READ_SIZE  # type: ignore[attr-defined]
+        assert READ_SIZE <= 64 * 1024
 
 
 # -- C-STORE -----------------------------------------------------------------------------------
