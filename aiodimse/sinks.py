@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
 import functools
 import itertools
 import logging
@@ -113,9 +114,11 @@ class _Spares:
     for a millisecond or more while the file system writes back what came before; an
     unnamed file made ahead takes that off the event loop. It gets its name only when the
     instance is complete (a link to the final name), and one that is never used vanishes
-    with its descriptor: a process that stops or dies leaves nothing behind. Where the
-    file system or the platform cannot do this (no ``O_TMPFILE``, no ``/proc``), the pool
-    turns itself off and every writer creates its own temporary file.
+    with its descriptor: a process that stops or dies leaves nothing behind, and nothing
+    shows in the folder before an instance is complete. Where the platform cannot make
+    them (no ``O_TMPFILE``) or name them (no ``/proc``, a security policy), the pool turns
+    itself off (a file already taken is copied out instead) and every writer creates its
+    own temporary file.
     """
 
     #: How many unnamed files are kept ready; refilled once fewer than half are left.
@@ -146,11 +149,18 @@ class _Spares:
         if not self.making and len(self.ready) < self.KEEP // 2:
             self.making = True
             wanted = self.KEEP - len(self.ready)
-            prove = self.usable is None
-            made = loop.run_in_executor(None, _make_unnamed, self.directory, wanted, prove)
+            made = loop.run_in_executor(None, _make_unnamed, self.directory, wanted)
             made.add_done_callback(self._made)
             self.refill = made
         return fd
+
+    def disable(self, error: OSError) -> None:
+        """Naming an unnamed file failed here: make no more (writers create .part files)."""
+        if self.usable is not False:
+            log.info("%s: receiving through .part files: %s", self.directory, error)
+        self.usable = False
+        _close_all(self.ready)
+        self.ready.clear()
 
     def _made(self, future: asyncio.Future[list[int]]) -> None:
         self.making = False
@@ -162,27 +172,31 @@ class _Spares:
                 log.debug("%s: no unnamed files made ahead: %s", self.directory, error)
                 self.usable = False
             return
+        if self.usable is False:  # disabled meanwhile
+            _close_all(future.result())
+            return
         self.usable = True
         self.ready.extend(future.result())
 
+
+#: Why linking an unnamed file can fail where a copy still works: no /proc (ENOENT), a
+#: policy (EPERM, EACCES), another file system (EXDEV), no support (EOPNOTSUPP, EINVAL).
+_CANNOT_LINK = frozenset(
+    {errno.ENOENT, errno.EPERM, errno.EACCES, errno.EXDEV, errno.EOPNOTSUPP, errno.EINVAL}
+)
 
 #: Linux: an unnamed file in a folder, given a name later (open(2), O_TMPFILE).
 _TMPFILE = getattr(os, "O_TMPFILE", 0) if sys.platform == "linux" else 0
 
 
-def _make_unnamed(directory: Path, count: int, prove: bool) -> list[int]:
-    """``count`` new unnamed files in ``directory`` (run off the event loop). With
-    ``prove``, one is linked to a name and unlinked first: naming them must work here."""
-    flags = _TMPFILE | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
+def _make_unnamed(directory: Path, count: int) -> list[int]:
+    """``count`` new unnamed files in ``directory`` (run off the event loop). Nothing shows
+    in the folder: whether they can be named here is learnt at the first commit."""
+    flags = _TMPFILE | os.O_RDWR | getattr(os, "O_CLOEXEC", 0)  # readable: see _copy_out
     made: list[int] = []
     try:
         for _ in range(count):
             made.append(os.open(directory, flags, 0o644))
-        if prove:
-            probe = directory / f".probe.{os.getpid()}.{next(_tmp_ids)}.part"
-            _link_unnamed(made[0], probe)
-            os.unlink(probe)
-            os.close(made.pop(0))  # (a file named once cannot be linked again)
     except BaseException:
         _close_all(made)
         raise
@@ -287,20 +301,46 @@ class FileWriter:
 
     def _name_unnamed(self, fd: int) -> None:
         """Link the complete unnamed file to its final name; a name already taken (an
-        instance sent again) is replaced through a temporary name, atomically."""
+        instance sent again) is replaced through a temporary name, atomically. Where
+        linking cannot work (no /proc, a security policy, the final folder on another file
+        system), the file is copied out under a temporary name instead."""
         try:
-            _link_unnamed(fd, self.final)
-            return
-        except FileExistsError:
-            pass
-        tmp = temp_path_for(self.final)
-        _link_unnamed(fd, tmp)
+            try:
+                _link_unnamed(fd, self.final)
+                return
+            except FileExistsError:
+                tmp = temp_path_for(self.final)
+                _link_unnamed(fd, tmp)
+        except OSError as exc:
+            if exc.errno not in _CANNOT_LINK:
+                raise  # (a full disk, an I/O error: the store fails, as any write would)
+            self.sink.spares.disable(exc)
+            tmp = self._copy_out(fd)
         try:
             os.replace(tmp, self.final)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+    def _copy_out(self, fd: int) -> Path:
+        """The unnamed file's bytes in a new temporary file next to the final name."""
+        tmp = temp_path_for(self.final)
+        out = os.open(tmp, _CREATE_FLAGS, 0o644)
+        try:
+            offset = 0
+            while chunk := os.pread(fd, 1 << 20, offset):
+                _write_all(out, chunk)
+                offset += len(chunk)
+            if self.fsync:
+                os.fsync(out)
+        except BaseException:
+            os.close(out)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        os.close(out)
+        return tmp
 
     def discard(self) -> None:
         fd, self._fd = self._fd, None

@@ -14,6 +14,7 @@ from typing import Any, cast
 import pytest
 
 import aiodimse
+from aiodimse import sinks
 from aiodimse.dimse.commands import CStoreRQ
 from aiodimse.enums import ContextResult
 from aiodimse.requests import StoreRequest
@@ -165,3 +166,54 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+@pytest.mark.skipif(not TMPFILE, reason="O_TMPFILE is Linux only")
+async def test_nothing_shows_in_the_folder_while_spares_are_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A program watching the folder must see instances only: making the unnamed files
+    (in a thread) adds no entry, not even for a moment (it once linked a probe file)."""
+    seen: list[list[str]] = []
+    real_open, real_link = os.open, os.link
+
+    def watched(real: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            result = real(*args, **kwargs)
+            seen.append(sorted(os.listdir(tmp_path)))
+            return result
+
+        return call
+
+    sink = DirectorySink(tmp_path)
+    monkeypatch.setattr(os, "open", watched(real_open))
+    monkeypatch.setattr(os, "link", watched(real_link))
+    sink.open(_request("9.9.9")).discard()  # (a .part file: nothing made ahead yet)
+    seen.clear()
+    assert sink.spares.refill is not None
+    await sink.spares.refill
+    assert seen and all(listing == [] for listing in seen), seen
+    assert len(sink.spares.ready) > 0
+
+
+@pytest.mark.skipif(not TMPFILE, reason="O_TMPFILE is Linux only")
+async def test_where_unnamed_files_cannot_be_named_they_are_copied_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No /proc or a policy against linkat: the instance still lands whole (copied out),
+    and the sink makes no more unnamed files."""
+    sink = DirectorySink(tmp_path)
+    await _filled(sink)
+
+    def refused(fd: int, name: Path) -> None:
+        raise PermissionError(1, "Operation not permitted", str(name))
+
+    monkeypatch.setattr(sinks, "_link_unnamed", refused)
+    first = await _store(sink, "1.2.3.5", b"copied out")
+    assert first.read_bytes().endswith(b"copied out")
+    assert sink.spares.usable is False and not sink.spares.ready
+    writer = sink.open(_request("1.2.3.6"))
+    assert writer.tmp.name.endswith(".part")
+    writer.write(b"by a part file")
+    await writer.commit()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1.2.3.5.dcm", "1.2.3.6.dcm"]
