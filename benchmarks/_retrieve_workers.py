@@ -15,8 +15,10 @@ from their association request to its release (interpreter start-up excluded).
     python benchmarks/_retrieve_workers.py window-store --port P --files-from LIST --window N
 
 ``--window N`` (aiodimse): the archive allows the asynchronous operations window (N, N), as
-``qrscp --async-window N`` does; the move client's receiver grants the SCP N outstanding
-C-STOREs, the get client proposes to perform N; without it, sub-operations go one at a time.
+``qrscp --async-window N`` does, and proposes it on a C-MOVE's sub-association (``qrscp
+--move-window N``); the move client's receiver grants the SCP N outstanding C-STOREs (the
+serial row's receiver grants none), the get client proposes to perform N; without it,
+sub-operations go one at a time.
 
 The orchestrator starts them with ``_common.start_server`` and ``_common.run_client``
 (``script=_common.RETRIEVE_WORKERS``).
@@ -90,6 +92,8 @@ async def _serve_archive(args: argparse.Namespace) -> None:
         host="127.0.0.1",
         destinations=_destinations(args.dest),
         async_window=(args.window, args.window) if args.window else None,
+        # A C-MOVE proposes the window on its sub-association only when asked to.
+        move_window=args.window or 1,
     )
     try:
         async with server:
