@@ -187,6 +187,15 @@ async def _move_aiodimse(args: argparse.Namespace) -> dict[str, Any]:
     async with aiodimse.StorageServer(
         args.out, "127.0.0.1", args.dest_port, ae_title=args.dest_ae, async_window=window
     ) as scp:
+        # The window each sub-association really got (the row must measure what it says).
+        windows: set[tuple[int, int]] = set()
+
+        def seen(instance: Any) -> None:
+            for sub in scp.associations:
+                if sub.id == instance.association_id and sub.negotiated is not None:
+                    windows.add((sub.negotiated.max_invoked, sub.negotiated.max_performed))
+
+        scp.add_listener(seen)
         start = time.perf_counter()
         cpu = time.process_time()
         async with _connect(args, contexts) as assoc:
@@ -203,6 +212,7 @@ async def _move_aiodimse(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_seconds": cpu_seconds,
         "received_instances": len(result.instances),
         "nodelay": nodelay,
+        "sub_association_windows": sorted(windows),
         **_result_of(result, service),
     }
 

@@ -119,6 +119,13 @@ def test_bench_retrieve_quick(tmp_path: Path) -> None:
     for service in ("move", "get"):
         for run in rows[(service, "pynetdicom")]["runs"]:
             assert run["nodelay"] is True  # the fairness setting really took effect
+    # The C-MOVE rows measure what they say: the window row's sub-associations were granted
+    # a window by the receiver, the serial row's were not.
+    for key, windowed in (("aiodimse", False), ("aiodimse-window", True)):
+        for run in rows[("move", key)]["runs"]:
+            windows = run["sub_association_windows"]
+            assert windows, (key, run)
+            assert any(w != [1, 1] for w in windows) is windowed, (key, windows)
 
 
 def test_bench_window_quick(tmp_path: Path) -> None:
