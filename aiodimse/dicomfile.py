@@ -78,8 +78,9 @@ _READ_AHEAD: Final = 4096  # one read covers the preamble and any usual file met
 #: three opens and an mmap before).
 SMALL_FILE: Final = 64 * 1024
 
-#: An explicit VR little endian element header with a 16-bit length; a 32-bit length.
-_META_HEADER: Final = struct.Struct("<HH2sH")
+#: An explicit VR little endian element header with a 16-bit length (the file meta's,
+#: read and written); a 32-bit length.
+_SHORT_HEADER: Final = struct.Struct("<HH2sH")
 _UINT32: Final = struct.Struct("<I")
 
 #: PS3.5 7.1.2: explicit VRs with a 2-byte reserved field and a 32-bit length.
@@ -215,7 +216,7 @@ def _parse_part10(name: str, reader: _Reader, file_size: int) -> Part10Info:
             break  # group 0002 (little endian) is over
         if len(buf) < pos + 8:
             raise NotDicomError(f"{name}: file meta truncated at byte {pos}")
-        _, elem, vr, length = _META_HEADER.unpack_from(buf, pos)
+        _, elem, vr, length = _SHORT_HEADER.unpack_from(buf, pos)
         if not (vr.isalpha() and vr.isupper()):
             raise NotDicomError(f"{name}: file meta is not explicit VR (PS3.10 7.1)")
         header = 8
@@ -278,13 +279,14 @@ def open_dataset(path: PathLike, info: Part10Info) -> BinaryIO:
 
 def dataset_bytes(path: PathLike, info: Part10Info) -> bytes:
     """The dataset bytes of the file, as stored (deflated for a deflated syntax)."""
+    if info.content is not None:  # read whole already (read_part10(..., whole=True))
+        return info.content[info.dataset_offset :]
     with open_dataset(path, info) as fp:
         return fp.read()
 
 
 # -- writing the file meta --------------------------------------------------------------
 
-_SHORT_HEADER: Final = struct.Struct("<HH2sH")
 _PREAMBLE: Final = bytes(PREAMBLE_LENGTH) + DICM_PREFIX
 # (0002,0001) File Meta Information Version: OB, value 00H 01H (PS3.10 Table 7.1-1).
 _VERSION_ELEMENT: Final = struct.pack("<HH2sHI", 0x0002, 0x0001, b"OB", 0, 2) + b"\x00\x01"
