@@ -276,25 +276,15 @@ class FileWriter:
         fd, self._fd = self._fd, None
         if fd is None:
             raise StatusError(OUT_OF_RESOURCES, detail="writer already closed", service="C-STORE")
-        if self._unnamed:
-            try:
-                if self.fsync:
-                    os.fsync(fd)
+        try:
+            if self.fsync:
+                os.fsync(fd)
+            if self._unnamed:
                 self._name_unnamed(fd)
-            finally:
-                os.close(fd)
-        else:
-            try:
-                if self.fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            try:
-                os.replace(self.tmp, self.final)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(self.tmp)
-                raise
+        finally:
+            os.close(fd)
+        if not self._unnamed:
+            self._into_place(self.tmp)
         if self.fsync:
             _fsync_dir(self.final.parent)
         return None
@@ -316,6 +306,10 @@ class FileWriter:
                 raise  # (a full disk, an I/O error: the store fails, as any write would)
             self.sink.spares.disable(exc)
             tmp = self._copy_out(fd)
+        self._into_place(tmp)
+
+    def _into_place(self, tmp: Path) -> None:
+        """Rename the complete temporary file to the final name (removed if that fails)."""
         try:
             os.replace(tmp, self.final)
         except BaseException:
