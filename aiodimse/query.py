@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from . import uids
-from .dicomfile import is_dataset
+from .dicomfile import LONG_VRS, is_dataset
 from .uids import TransferSyntax
 
 if TYPE_CHECKING:
@@ -268,6 +268,7 @@ QUERY_KEYS: Final[dict[str, tuple[int, str]]] = {
 }
 _KEYWORDS: Final = {tag: keyword for keyword, (tag, _) in QUERY_KEYS.items()}
 _LEVEL_TAG: Final = QUERY_KEYS["QueryRetrieveLevel"][0]
+_SPECIFIC_CHARACTER_SET: Final = QUERY_KEYS["SpecificCharacterSet"][0]
 
 # What counts as a plain value: written by pydicom exactly as given (no conversion, no
 # character set, no warning). Anything else goes the pydicom way.
@@ -304,7 +305,7 @@ def _plain(value: str, vr: str, tag: int) -> bool:
         return _UI_TEXT.fullmatch(value) is not None
     if vr == "IS":
         return _IS_TEXT.fullmatch(value) is not None
-    if tag == 0x00080005:
+    if tag == _SPECIFIC_CHARACTER_SET:
         return value in _ASCII_CHARSETS
     return _PRINTABLE.fullmatch(value) is not None
 
@@ -410,11 +411,6 @@ def _light_identifier(keys: Sequence[str], level: str | None) -> Identifier | No
 
 # -- encoding plain elements ------------------------------------------------------------------
 
-# PS3.5 7.1.2: VRs with a 2-byte reserved field and a 32-bit length in explicit VR.
-_LONG_VRS: Final = frozenset(
-    {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
-)
-_SPECIFIC_CHARACTER_SET: Final = 0x00080005
 _UTF8_TERM: Final = "ISO_IR 192"  # PS3.3 C.12.1.1.2: UTF-8
 
 
@@ -451,11 +447,11 @@ def encode_identifier(
         group, element = tag >> 16, tag & 0xFFFF
         if implicit:
             out += implicit_header.pack(group, element, len(raw))
-        elif vr in _LONG_VRS:
-            out += long_header.pack(group, element, vr.encode("ascii"), len(raw))
+        elif (code := vr.encode("ascii")) in LONG_VRS:
+            out += long_header.pack(group, element, code, len(raw))
         else:
             if len(raw) > 0xFFFE:
                 return None
-            out += short_header.pack(group, element, vr.encode("ascii"), len(raw))
+            out += short_header.pack(group, element, code, len(raw))
         out += raw
     return bytes(out)
