@@ -120,18 +120,9 @@ class Replies:
                 status=status,
                 affected_sop_class_uid=msg.affected_sop_class_uid,
             )
-        if isinstance(msg, CGetRQ):
-            return CGetRSP(
-                message_id_being_responded_to=mid,
-                status=status,
-                affected_sop_class_uid=msg.affected_sop_class_uid,
-                number_of_remaining_suboperations=0,
-                number_of_completed_suboperations=0,
-                number_of_failed_suboperations=0,
-                number_of_warning_suboperations=0,
-            )
-        if isinstance(msg, CMoveRQ):
-            return CMoveRSP(
+        if isinstance(msg, (CGetRQ, CMoveRQ)):
+            answer = CGetRSP if isinstance(msg, CGetRQ) else CMoveRSP
+            return answer(
                 message_id_being_responded_to=mid,
                 status=status,
                 affected_sop_class_uid=msg.affected_sop_class_uid,
