@@ -151,6 +151,17 @@ def _study_query(**extra: str) -> Dataset:
     return ds
 
 
+async def _open_study_find(probe: Probe) -> tuple[Established, tuple[int, str]] | Outcome:
+    """An association with the Study Root FIND context and that context, or N/A."""
+    probe.needs(uids.STUDY_ROOT_QR_FIND)
+    assoc = await probe.establish([ContextRequest(uids.STUDY_ROOT_QR_FIND)])
+    found = assoc.context_for(uids.STUDY_ROOT_QR_FIND)
+    if found is None:
+        assoc.session.close()
+        return Outcome(Verdict.NOT_APPLICABLE, "Study Root FIND not accepted")
+    return assoc, found
+
+
 async def _find(
     assoc: Established,
     context: tuple[int, str],
@@ -194,12 +205,10 @@ async def _find(
     "before the cancel arrived",
 )
 async def c_find_cancel(probe: Probe) -> Outcome:
-    probe.needs(uids.STUDY_ROOT_QR_FIND)
-    assoc = await probe.establish([ContextRequest(uids.STUDY_ROOT_QR_FIND)])
-    found = assoc.context_for(uids.STUDY_ROOT_QR_FIND)
-    if found is None:
-        assoc.session.close()
-        return Outcome(Verdict.NOT_APPLICABLE, "Study Root FIND not accepted")
+    opened = await _open_study_find(probe)
+    if isinstance(opened, Outcome):
+        return opened
+    assoc, found = opened
     pending, final = await _find(assoc, found, _study_query(), probe.timeout, cancel=True)
     await assoc.release()
     if not isinstance(final, DimseMessage):
@@ -228,12 +237,10 @@ async def c_find_cancel(probe: Probe) -> Outcome:
     "absent or empty (it was ignored, pending FF00/FF01); never a failure",
 )
 async def c_find_unsupported_key(probe: Probe) -> Outcome:
-    probe.needs(uids.STUDY_ROOT_QR_FIND)
-    assoc = await probe.establish([ContextRequest(uids.STUDY_ROOT_QR_FIND)])
-    found = assoc.context_for(uids.STUDY_ROOT_QR_FIND)
-    if found is None:
-        assoc.session.close()
-        return Outcome(Verdict.NOT_APPLICABLE, "Study Root FIND not accepted")
+    opened = await _open_study_find(probe)
+    if isinstance(opened, Outcome):
+        return opened
+    assoc, found = opened
     query = _study_query(PatientMotherBirthName="ZZZNOMATCH^ZZZ")
     pending, final = await _find(assoc, found, query, probe.timeout)
     await assoc.release()
