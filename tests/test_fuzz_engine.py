@@ -324,15 +324,20 @@ def _check_completed(report: FuzzReport, cases: int) -> None:
 INTEROP_CASES = 100
 
 
+async def _interop_run(peer: peers.PeerProcess, tmp_path: Path) -> FuzzReport:
+    """The short run every interop peer gets (findings saved, not minimised)."""
+    return await fuzz.run(
+        "127.0.0.1", peer.port, aec=peer.aet, cases=INTEROP_CASES, hang_timeout=2,
+        out=tmp_path / "findings", minimise=False, patience=3,
+    )  # fmt: skip
+
+
 @pytest.mark.interop
 async def test_fuzz_run_against_dcmtk_dcmqrscp_completes(tmp_path: Path) -> None:
     require_dcmtk("dcmqrscp")
     peer = peers.start_dcmqrscp(peers.free_port(), tmp_path / "db", work_dir=tmp_path)
     try:
-        report = await fuzz.run(
-            "127.0.0.1", peer.port, aec=peer.aet, cases=INTEROP_CASES, hang_timeout=2,
-            out=tmp_path / "findings", minimise=False, patience=3,
-        )  # fmt: skip
+        report = await _interop_run(peer, tmp_path)
     finally:
         peer.stop()
     _check_completed(report, INTEROP_CASES)
@@ -343,10 +348,7 @@ async def test_fuzz_run_against_dcmtk_storescp_completes(tmp_path: Path) -> None
     require_dcmtk("storescp")
     peer = peers.start_storescp(peers.free_port(), tmp_path / "in")
     try:
-        report = await fuzz.run(
-            "127.0.0.1", peer.port, aec=peer.aet, cases=INTEROP_CASES, hang_timeout=2,
-            out=tmp_path / "findings", minimise=False, patience=3,
-        )  # fmt: skip
+        report = await _interop_run(peer, tmp_path)
     finally:
         peer.stop()
     _check_completed(report, INTEROP_CASES)
@@ -359,10 +361,7 @@ async def test_fuzz_run_against_orthanc_completes(tmp_path: Path) -> None:
         peers.start_orthanc, peers.free_port(), peers.free_port(), tmp_path
     )
     try:
-        report = await fuzz.run(
-            "127.0.0.1", peer.port, aec=peer.aet, cases=INTEROP_CASES, hang_timeout=2,
-            out=tmp_path / "findings", minimise=False, patience=3,
-        )  # fmt: skip
+        report = await _interop_run(peer, tmp_path)
     finally:
         await asyncio.to_thread(peer.stop)
     _check_completed(report, INTEROP_CASES)
@@ -380,10 +379,7 @@ async def test_fuzz_run_against_pynetdicom_completes(tmp_path: Path) -> None:
             pytest.fail(f"{exc}; interop peers are mandatory when CI=true", pytrace=False)
         pytest.skip(str(exc))
     try:
-        report = await fuzz.run(
-            "127.0.0.1", peer.port, aec=peer.aet, cases=INTEROP_CASES, hang_timeout=2,
-            out=tmp_path / "findings", minimise=False, patience=3,
-        )  # fmt: skip
+        report = await _interop_run(peer, tmp_path)
     finally:
         peer.stop()
     _check_completed(report, INTEROP_CASES)
