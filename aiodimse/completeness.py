@@ -27,6 +27,8 @@ _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
 _SEQUENCE_END = 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
+#: The element numbers of group FFFE: item, item delimiter, sequence delimiter.
+_DELIMITERS = frozenset(tag & 0xFFFF for tag in (_ITEM, _ITEM_END, _SEQUENCE_END))
 
 
 def check_complete(path: PathLike, info: Part10Info) -> None:
@@ -107,21 +109,22 @@ def _walk(
             continue
         if explicit:
             group, element, vr, length = header(data, pos)
-            tag = (group << 16) | element
             pos += 8
-            if tag in (_ITEM, _ITEM_END, _SEQUENCE_END):
-                length = implicit(data, pos - 8)[2]
+            if group == 0xFFFE and element in _DELIMITERS:
+                length = implicit(data, pos - 8)[2]  # an item or delimiter has no VR
             elif vr in long_vrs:
                 if pos + 4 > end:
                     cut = True
                     break
                 (length,) = long_length(data, pos)
                 pos += 4
+            else:
+                pos += length  # most elements: a 16-bit length, never undefined
+                continue
         else:
             group, element, length = implicit(data, pos)
-            tag = (group << 16) | element
             pos += 8
-        if tag == _ITEM_END and stack:
+        if group == 0xFFFE and element == _ITEM_END & 0xFFFF and stack:
             stack.pop()  # the end of an item of undefined length
         elif length == _UNDEFINED:
             stack.append("S")  # a sequence, or encapsulated pixel data: items follow
