@@ -433,7 +433,7 @@ async def test_store_failures_get_the_status_that_says_whose_they_are(
     C000 (Error: cannot understand) that the data set itself is at fault."""
     import aiodimse.archive.scp as archive_scp
 
-    def fails(path: Any) -> Any:
+    def fails(path: Any, tags: Any) -> Any:
         raise failure
 
     async with ArchiveServer(tmp_path / "arch", port=0, host=HOST) as server:

@@ -37,6 +37,7 @@ from .matching import (
 __all__ = [
     "KEYS",
     "LEVELS",
+    "RECORD_TAGS",
     "Index",
     "Plan",
     "Record",
@@ -262,6 +263,33 @@ def _scalar_text(value: Any) -> str:
     return text_key(str(value))
 
 
+#: Where each field of a :class:`Record` comes from: an element of the instance's header.
+_RECORD_SOURCES: Final = {
+    "sop_instance_uid": 0x00080018,
+    "sop_class_uid": 0x00080016,
+    "patient_id": 0x00100020,
+    "patient_name": 0x00100010,
+    "birth_date": 0x00100030,
+    "sex": 0x00100040,
+    "study_uid": 0x0020000D,
+    "study_date": 0x00080020,
+    "study_time": 0x00080030,
+    "accession": 0x00080050,
+    "study_id": 0x00200010,
+    "study_description": 0x00081030,
+    "referring": 0x00080090,
+    "series_uid": 0x0020000E,
+    "modality": 0x00080060,
+    "series_number": 0x00200011,
+    "series_description": 0x0008103E,
+    "body_part": 0x00180015,
+    "instance_number": 0x00200013,
+}
+_DATES: Final = frozenset({"birth_date", "study_date"})
+#: The elements :meth:`Record.from_header` reads, all in groups 0008 to 0020.
+RECORD_TAGS: Final = frozenset(_RECORD_SOURCES.values())
+
+
 @dataclass(slots=True)
 class Record:
     """The attributes of one instance that the index keeps (read from its header)."""
@@ -290,32 +318,11 @@ class Record:
     @classmethod
     def from_header(cls, ds: Dataset, transfer_syntax: str) -> Record:
         """The record of a data set read up to group 0020 (raw elements are fine)."""
-
-        def text(tag: int) -> str:
-            return element_text(ds, tag)
-
-        return cls(
-            sop_instance_uid=text(0x00080018),
-            sop_class_uid=text(0x00080016),
-            transfer_syntax=transfer_syntax,
-            patient_id=text(0x00100020),
-            patient_name=text(0x00100010),
-            birth_date=date_key(text(0x00100030)),
-            sex=text(0x00100040),
-            study_uid=text(0x0020000D),
-            study_date=date_key(text(0x00080020)),
-            study_time=text(0x00080030),
-            accession=text(0x00080050),
-            study_id=text(0x00200010),
-            study_description=text(0x00081030),
-            referring=text(0x00080090),
-            series_uid=text(0x0020000E),
-            modality=text(0x00080060),
-            series_number=text(0x00200011),
-            series_description=text(0x0008103E),
-            body_part=text(0x00180015),
-            instance_number=text(0x00200013),
-        )
+        values: dict[str, str] = {}
+        for name, tag in _RECORD_SOURCES.items():
+            text = element_text(ds, tag)
+            values[name] = date_key(text) if name in _DATES else text
+        return cls(transfer_syntax=transfer_syntax, **values)
 
     def problem(self) -> str | None:
         """Why this instance cannot be indexed, or None."""

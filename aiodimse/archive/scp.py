@@ -22,21 +22,16 @@ import logging
 import os
 import shutil
 import time
-import zlib
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
 from typing import Any, Final
 
 from pydicom import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.filereader import read_dataset
-from pydicom.tag import BaseTag
 
 from .. import uids
-from ..config import DEFAULT_HOST, MAX_INFLATED_HEADER
-from ..dicomfile import NotDicomError, Part10Info, read_part10
+from ..config import DEFAULT_HOST
 from ..dimse.status import CANNOT_UNDERSTAND, IDENTIFIER_DOES_NOT_MATCH, OUT_OF_RESOURCES
 from ..errors import StatusError, store_error_status
 from ..query import encode_identifier, to_dataset
@@ -44,8 +39,10 @@ from ..requests import FindRequest, RetrieveRequest, StoreRequest
 from ..results import StoredInstance
 from ..server import Server
 from ..sinks import DirectorySink, FileWriter, Listener, temp_path_for
+from .header import read_header
 from .index import (
     LEVELS,
+    RECORD_TAGS,
     UNIQUE_KEYS,
     Index,
     Plan,
@@ -86,74 +83,6 @@ _MODEL_NAMES: Final = {
 }
 
 
-def _after_group_0020(tag: BaseTag, vr: str | None, length: int) -> bool:
-    return bool(tag.group > 0x0020)
-
-
-def read_header(
-    path: str | os.PathLike[str], *, max_inflated: int = MAX_INFLATED_HEADER
-) -> tuple[Dataset, str]:
-    """A Part 10 file's data set up to group 0020 (pixel data never read), and its
-    transfer syntax. InvalidDicomError if it is not a Part 10 file. A Deflated data set is
-    inflated only as far as its header, at most ``max_inflated`` bytes (ValueError past
-    it): pydicom would inflate all of it, and a small file can inflate to gigabytes."""
-    try:
-        info = read_part10(path)
-    except NotDicomError as exc:
-        raise InvalidDicomError(str(exc)) from None
-    syntax = uids.transfer_syntax(info.transfer_syntax_uid)
-    if syntax is not None and syntax.is_deflated:
-        return _read_deflated_header(path, info, max_inflated), info.transfer_syntax_uid
-    # The file meta is read (above): go straight to the data set.
-    implicit = syntax is not None and syntax.is_implicit_vr
-    little = syntax is None or syntax.is_little_endian
-    with open(path, "rb") as fp:
-        fp.seek(info.dataset_offset)
-        ds = read_dataset(fp, implicit, little, stop_when=_after_group_0020)
-    return ds, info.transfer_syntax_uid
-
-
-def _read_deflated_header(
-    path: str | os.PathLike[str], info: Part10Info, max_inflated: int
-) -> Dataset:
-    """Inflate a Deflated data set piece by piece until its header (groups up to 0020)
-    has been read."""
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    inflated = bytearray()
-    stopped: list[bool] = []
-
-    def stop(tag: BaseTag, vr: str | None, length: int) -> bool:
-        if tag.group > 0x0020:
-            stopped.append(True)
-            return True
-        return False
-
-    with open(path, "rb") as fp:
-        fp.seek(info.dataset_offset)
-        pending = b""
-        while True:
-            if not pending:
-                pending = fp.read(1 << 16)
-            room = max_inflated - len(inflated)
-            if room <= 0:
-                raise ValueError(
-                    f"the Deflated header inflates beyond {max_inflated} bytes before group 0020"
-                )
-            # Grow geometrically: each try parses all that is inflated so far.
-            inflated += inflater.decompress(pending, min(room, max(1 << 16, len(inflated))))
-            pending = inflater.unconsumed_tail
-            finished = inflater.eof or (not pending and fp.peek(1) == b"")
-            stopped.clear()
-            try:
-                ds = read_dataset(BytesIO(bytes(inflated)), False, True, stop_when=stop)
-            except Exception:
-                if finished:
-                    raise
-                continue  # an element cut by the end of what is inflated so far
-            if stopped or finished:
-                return ds
-
-
 @dataclass(frozen=True, slots=True)
 class IndexedFile:
     """An instance a C-GET/C-MOVE sends: its file, and its UID as the index knows it (so
@@ -185,7 +114,7 @@ class _ArchiveWriter(FileWriter):
         archive = sink.archive
         uid = self.request.sop_instance_uid
         try:
-            header, _ = read_header(self.tmp)
+            header, _ = read_header(self.tmp, RECORD_TAGS)
             record = Record.from_header(header, self.request.transfer_syntax)
         except Exception as exc:
             # A data set we cannot read is the sender's problem (C000); running out of
@@ -331,7 +260,7 @@ class Archive:
 
     def _stage(self, path: Path) -> tuple[Record, Path, Path, int] | None:
         try:
-            header, ts = read_header(path)
+            header, ts = read_header(path, RECORD_TAGS)
         except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
             log.debug("ingest: skipping %s: %s", path, exc)
             return None

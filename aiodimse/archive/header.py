@@ -1,0 +1,238 @@
+"""What the archive reads of a stored instance: its header, groups up to 0020 (PS3.5 7.1).
+
+The index needs some twenty text elements of each instance, all in groups 0008 to 0020.
+:func:`read_header` walks the element headers of the file's first bytes itself and keeps
+only those elements, raw (pydicom decodes them later, in the data set's character set). It
+hands the file to pydicom instead when the walk cannot be sure: a Deflated data set, a
+header longer than what was read, an element of undefined length other than a sequence, or
+anything that does not parse.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections.abc import Collection
+from io import BytesIO
+from typing import Final
+
+from pydicom import Dataset
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset
+from pydicom.tag import BaseTag
+
+from .. import uids
+from ..config import MAX_INFLATED_HEADER
+from ..dicomfile import LONG_VRS, NotDicomError, Part10Info, read_part10
+
+__all__ = ["HEADER_BYTES", "read_header"]
+
+#: How much of a data set the walk reads: a usual header is a few KiB.
+HEADER_BYTES: Final = 64 * 1024
+_SPECIFIC_CHARACTER_SET: Final = 0x00080005
+_ITEM: Final = 0xE000
+_ITEM_END: Final = 0xE00D
+_SEQUENCE_END: Final = 0xE0DD
+_UNDEFINED: Final = 0xFFFFFFFF
+#: PS3.5 6.2: the VRs with a 16-bit length (the others are dicomfile.LONG_VRS).
+_SHORT_VRS: Final = frozenset(
+    {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT"}
+    | {b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"}
+)
+
+
+def read_header(
+    path: str | os.PathLike[str],
+    tags: Collection[int],
+    *,
+    max_inflated: int = MAX_INFLATED_HEADER,
+) -> tuple[Dataset, str]:
+    """Elements ``tags`` (and Specific Character Set) of a Part 10 file's data set, all in
+    groups up to 0020 (the pixel data is never read), and the file's transfer syntax.
+
+    InvalidDicomError if it is not a Part 10 file. A Deflated data set is inflated only as
+    far as its header, at most ``max_inflated`` bytes (ValueError past it): pydicom would
+    inflate all of it, and a small file can inflate to gigabytes."""
+    try:
+        info = read_part10(path)
+    except NotDicomError as exc:
+        raise InvalidDicomError(str(exc)) from None
+    syntax = uids.transfer_syntax(info.transfer_syntax_uid)
+    if syntax is not None and syntax.is_deflated:
+        return _read_deflated_header(path, info, max_inflated), info.transfer_syntax_uid
+    implicit = syntax is not None and syntax.is_implicit_vr
+    little = syntax is None or syntax.is_little_endian
+    with open(path, "rb") as fp:
+        fp.seek(info.dataset_offset)
+        head = fp.read(HEADER_BYTES)
+        whole = info.dataset_offset + len(head) >= info.file_size
+        wanted = {*tags, _SPECIFIC_CHARACTER_SET}
+        elements = _walk_header(head, whole, implicit, little, wanted)
+        if elements is not None:
+            return Dataset(elements), info.transfer_syntax_uid
+        fp.seek(info.dataset_offset)  # let pydicom read it (and say what is wrong)
+        ds = read_dataset(fp, implicit, little, stop_when=_after_group_0020)
+    return ds, info.transfer_syntax_uid
+
+
+def _after_group_0020(tag: BaseTag, vr: str | None, length: int) -> bool:
+    return bool(tag.group > 0x0020)
+
+
+class _Layout:
+    """Element headers in one byte order (PS3.5 7.1.2): explicit VR with a 16-bit length,
+    implicit VR (and items, delimiters), and the 32-bit length after a long explicit VR."""
+
+    def __init__(self, order: str) -> None:
+        self.explicit = struct.Struct(order + "HH2sH").unpack_from
+        self.implicit = struct.Struct(order + "HHL").unpack_from
+        self.long_length = struct.Struct(order + "L").unpack_from
+
+
+_LITTLE: Final = _Layout("<")
+_BIG: Final = _Layout(">")
+
+
+def _walk_header(
+    data: bytes, whole: bool, implicit: bool, little: bool, wanted: Collection[int]
+) -> dict[BaseTag, DataElement | RawDataElement] | None:
+    """The ``wanted`` top-level elements before group 0021, raw; None when the walk cannot
+    tell (``data`` ends first and is not ``whole``, a value runs past it, an element of
+    undefined length is not a sequence, a VR it does not know)."""
+    layout = _LITTLE if little else _BIG
+    elements: dict[BaseTag, DataElement | RawDataElement] = {}
+    pos, end = 0, len(data)
+    while pos + 8 <= end:
+        vr: bytes | None
+        if implicit:
+            group, element, length = layout.implicit(data, pos)
+            vr, start = None, pos + 8
+        else:
+            group, element, raw_vr, length = layout.explicit(data, pos)
+            vr, start = raw_vr, pos + 8
+            if raw_vr in LONG_VRS:
+                if pos + 12 > end:
+                    return None
+                (length,) = layout.long_length(data, pos + 8)
+                start = pos + 12
+            elif raw_vr not in _SHORT_VRS:
+                return None  # not a VR this walk knows: pydicom will judge
+        if group > 0x0020:
+            return elements  # (an item tag, FFFE, ends it too: as in pydicom's reading)
+        if length == _UNDEFINED:
+            if vr not in (None, b"SQ"):
+                return None  # (UN of undefined length holds implicit VR items)
+            after = _after_sequence(data, start, implicit, layout)
+            if after is None:
+                return None
+            pos = after
+            continue
+        pos = start + length  # (past ``end``: the loop stops, and the last check fails)
+        tag = (group << 16) | element
+        if tag in wanted:
+            key = BaseTag(tag)
+            elements[key] = RawDataElement(
+                key,
+                None if vr is None else vr.decode("ascii"),
+                length,
+                data[start:pos],
+                start,
+                implicit,
+                little,
+            )
+    # The data ended before group 0021: a whole data set without pixel data is fine.
+    return elements if whole and pos == end else None
+
+
+def _after_sequence(data: bytes, pos: int, implicit: bool, layout: _Layout) -> int | None:
+    """Where a sequence of undefined length whose first item starts at ``pos`` ends: after
+    its Sequence Delimitation Item. None if ``data`` ends first or its items do not parse.
+    Nested sequences and items of undefined length are followed (a stack)."""
+    end = len(data)
+    # What is open: "S" a sequence (items until a sequence delimiter), "I" an item of
+    # undefined length (elements until an item delimiter).
+    stack = ["S"]
+    while stack:
+        if pos + 8 > end:
+            return None
+        if stack[-1] == "S":
+            group, element, length = layout.implicit(data, pos)
+            pos += 8
+            if group != 0xFFFE:
+                return None
+            if element == _SEQUENCE_END:
+                stack.pop()
+            elif element != _ITEM:
+                return None
+            elif length == _UNDEFINED:
+                stack.append("I")
+            else:
+                pos += length
+            continue
+        if implicit:
+            group, element, length = layout.implicit(data, pos)
+            pos += 8
+        else:
+            group, element, raw_vr, length = layout.explicit(data, pos)
+            pos += 8
+            if group == 0xFFFE:
+                length = layout.implicit(data, pos - 8)[2]  # no VR in an item tag
+            elif raw_vr in LONG_VRS:
+                if pos + 4 > end:
+                    return None
+                (length,) = layout.long_length(data, pos)
+                pos += 4
+            elif raw_vr not in _SHORT_VRS:
+                return None
+        if group == 0xFFFE:
+            if element != _ITEM_END:
+                return None
+            stack.pop()
+        elif length == _UNDEFINED:
+            stack.append("S")
+        else:
+            pos += length
+    return pos
+
+
+def _read_deflated_header(
+    path: str | os.PathLike[str], info: Part10Info, max_inflated: int
+) -> Dataset:
+    """Inflate a Deflated data set piece by piece until its header (groups up to 0020)
+    has been read."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    inflated = bytearray()
+    stopped: list[bool] = []
+
+    def stop(tag: BaseTag, vr: str | None, length: int) -> bool:
+        if tag.group > 0x0020:
+            stopped.append(True)
+            return True
+        return False
+
+    with open(path, "rb") as fp:
+        fp.seek(info.dataset_offset)
+        pending = b""
+        while True:
+            if not pending:
+                pending = fp.read(1 << 16)
+            room = max_inflated - len(inflated)
+            if room <= 0:
+                raise ValueError(
+                    f"the Deflated header inflates beyond {max_inflated} bytes before group 0020"
+                )
+            # Grow geometrically: each try parses all that is inflated so far.
+            inflated += inflater.decompress(pending, min(room, max(1 << 16, len(inflated))))
+            pending = inflater.unconsumed_tail
+            finished = inflater.eof or (not pending and fp.peek(1) == b"")
+            stopped.clear()
+            try:
+                ds = read_dataset(BytesIO(bytes(inflated)), False, True, stop_when=stop)
+            except Exception:
+                if finished:
+                    raise
+                continue  # an element cut by the end of what is inflated so far
+            if stopped or finished:
+                return ds
