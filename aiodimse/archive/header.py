@@ -56,7 +56,7 @@ def read_header(
     far as its header, at most ``max_inflated`` bytes (ValueError past it): pydicom would
     inflate all of it, and a small file can inflate to gigabytes."""
     try:
-        info = read_part10(path)
+        info = read_part10(path, whole=True)  # (a small file: one read serves both)
     except NotDicomError as exc:
         raise InvalidDicomError(str(exc)) from None
     syntax = uids.transfer_syntax(info.transfer_syntax_uid)
@@ -64,15 +64,19 @@ def read_header(
         return _read_deflated_header(path, info, max_inflated), info.transfer_syntax_uid
     implicit = syntax is not None and syntax.is_implicit_vr
     little = syntax is None or syntax.is_little_endian
-    with open(path, "rb") as fp:
-        fp.seek(info.dataset_offset)
-        head = fp.read(HEADER_BYTES)
-        whole = info.dataset_offset + len(head) >= info.file_size
-        wanted = {*tags, _SPECIFIC_CHARACTER_SET}
-        elements = _walk_header(head, whole, implicit, little, wanted)
-        if elements is not None:
-            return Dataset(elements), info.transfer_syntax_uid
-        fp.seek(info.dataset_offset)  # let pydicom read it (and say what is wrong)
+    wanted = {*tags, _SPECIFIC_CHARACTER_SET}
+    start = info.dataset_offset
+    if info.content is not None:
+        head = info.content[start : start + HEADER_BYTES]
+    else:
+        with open(path, "rb") as fp:
+            fp.seek(start)
+            head = fp.read(HEADER_BYTES)
+    elements = _walk_header(head, start + len(head) >= info.file_size, implicit, little, wanted)
+    if elements is not None:
+        return Dataset(elements), info.transfer_syntax_uid
+    with open(path, "rb") as fp:  # pydicom reads it (and says what is wrong with it)
+        fp.seek(start)
         ds = read_dataset(fp, implicit, little, stop_when=_after_group_0020)
     return ds, info.transfer_syntax_uid
 
