@@ -148,6 +148,21 @@ def have_dcmtk() -> bool:
     return True
 
 
+#: True under ``CI=true``: there a missing DCMTK ends a benchmark instead of skipping rows.
+CI = os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
+
+def dcmtk_or_exit(have: bool | None = None) -> bool:
+    """Whether DCMTK is installed (``have``, else :func:`have_dcmtk`). Outside CI its rows
+    are then skipped; under ``CI=true`` its absence ends the benchmark with exit status 1,
+    so that the smoke test fails instead of passing on skipped rows."""
+    found = have_dcmtk() if have is None else have
+    if not found and CI:
+        print("DCMTK is missing (CI=true): the DCMTK rows cannot be skipped", file=sys.stderr)
+        raise SystemExit(1)
+    return found
+
+
 def load_caveat() -> str:
     """A line saying how busy the machine was; absolute numbers are only meaningful when idle."""
     one, five, _ = os.getloadavg()

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import _common as C
-from bench_startup import AIODIMSE, CI, PYCACHE, aiodimse_env
+from bench_startup import AIODIMSE, PYCACHE, aiodimse_env
 
 from aiodimse.testing import peers
 from aiodimse.testing.synthetic import uid_from
@@ -437,7 +437,7 @@ def main() -> int:
     args = parser.parse_args()
     runs = C.runs_of(args)
     missing = [t for t in DCMTK_TOOLS if not _have(t)]
-    if missing and CI:
+    if missing and C.CI:
         print(f"DCMTK is missing (CI=true): no {', '.join(missing)}", file=sys.stderr)
         return 1
     have_dcmtk = not missing

@@ -77,7 +77,7 @@ def main() -> int:
     args = parser.parse_args()
     cases = args.cases or (40 if args.quick else 2000)
     targets = ["aiodimse qrscp", "aiodimse storescp"]
-    if C.have_dcmtk():
+    if C.dcmtk_or_exit():
         targets.append("dcmtk dcmqrscp")
     print(f"before: {C.load_caveat()}")
     rows = []

@@ -427,7 +427,7 @@ def main() -> None:
     runs = C.runs_of(args)
     n = args.instances if args.instances is not None else (10 if args.quick else 500)
     timeout = 60.0 if args.quick else 600.0
-    dcmtk = C.have_dcmtk()
+    dcmtk = C.dcmtk_or_exit()
 
     env = C.environment()
     print(f"bench_retrieve: C-MOVE and C-GET of one study over loopback; {C.load_caveat()}")

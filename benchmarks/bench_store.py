@@ -250,7 +250,7 @@ def main() -> None:
     args = parser.parse_args()
     runs = C.runs_of(args)
     timeout = 60.0 if args.quick else 600.0
-    dcmtk = C.have_dcmtk()
+    dcmtk = C.dcmtk_or_exit()
 
     env = C.environment()
     print(f"bench_store: C-STORE over loopback, one association; {C.load_caveat()}")

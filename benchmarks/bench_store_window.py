@@ -97,7 +97,7 @@ def main() -> int:
     args = parser.parse_args()
     runs = C.runs_of(args)
     ((key, n, size),) = C.set_counts(args, "tiny")
-    have_dcmtk = C.have_dcmtk()
+    have_dcmtk = C.dcmtk_or_exit()
     print(f"before: {C.load_caveat()}")
     with C.scratch_dir("bench-store-window-") as scratch:
         data = C.write_instance_set(C.InstanceSet, scratch, key, n, size, "store-window")

@@ -174,12 +174,9 @@ def main() -> int:
     runs = C.runs_of(args)
     per_client = args.per_client or (10 if args.quick else 250)
     print(f"before: {C.load_caveat()}")
-    if not C.have_dcmtk():
+    if not C.dcmtk_or_exit():
         # The clients are DCMTK's: without it there is nothing to measure.
         message = "DCMTK (storescu, storescp, dcmqrscp) is not installed: nothing measured"
-        if os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}:
-            print(message, file=sys.stderr)
-            return 1
         print(message)
         C.finish(args, "bench_workers", {"environment": C.environment(), "skipped": message})
         return 0
