@@ -352,11 +352,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve_archive is not None:
         serve_archive(args.serve_archive, args.port)
         return 0
-    sizes = [
-        int(s) for s in (args.sizes or ("600,1500" if args.quick else "10000,100000")).split(",")
-    ]
+    sizes = [int(s) for s in (args.sizes or ("300" if args.quick else "10000,100000")).split(",")]
     runs = args.runs or (2 if args.quick else 3)
-    ingest_n = args.ingest or (300 if args.quick else 3000)
+    ingest_n = args.ingest or (100 if args.quick else 3000)
+    C.dcmtk_or_exit()  # (outside CI, dcmqrscp is then left out)
     results: dict[str, Any] = {
         "benchmark": "find",
         "environment": C.environment(),
@@ -402,9 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     results["rows"] = [r.__dict__ for r in rows]
     results["load_after"] = C.load_caveat()
-    print(f"\n{results['load_after']}")
-    path = C.write_result(args.results_dir, "find", results)
-    print(f"results: {path}")
+    C.finish(args, "bench_find", results)
     return 0
 
 

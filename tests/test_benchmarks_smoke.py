@@ -43,6 +43,20 @@ def run_quick(name: str, results: Path) -> tuple[str, dict[str, Any]]:
     return out.stdout, json.loads(latest.read_text())
 
 
+#: Scripts this module runs some other way than ``run_quick``'s ``--quick``.
+OTHER_RUNS = {"bench_jobs", "fuzz_network", "flood_qrscp", "find_50k", "retrieve_cpu"}
+
+
+def test_every_script_is_run_here() -> None:
+    """A script added to benchmarks/ gets its smoke test: each is named here."""
+    here = Path(__file__).read_text(encoding="utf-8")
+    scripts = sorted(p.stem for p in BENCHMARKS.glob("*.py") if not p.stem.startswith("_"))
+    assert len(scripts) > 10
+    quick = {s for s in scripts if f'run_quick("{s}"' in here}
+    assert set(scripts) - quick - OTHER_RUNS == set()
+    assert set(scripts) >= OTHER_RUNS
+
+
 def test_bench_pdu_quick(tmp_path: Path) -> None:
     stdout, result = run_quick("bench_pdu", tmp_path)
     assert "PDU codec: aiodimse.pdu vs pynetdicom.pdu" in stdout
@@ -287,3 +301,35 @@ def test_bench_cli_quick(tmp_path: Path) -> None:
             assert row["failures"] == [] and len(row["runs"]) == result["runs"] == 1, (key, row)
             for run in row["runs"]:
                 assert run["files"] == n and run["ok"], (key, run)
+
+
+def test_bench_find_quick(tmp_path: Path) -> None:
+    stdout, result = run_quick("bench_find", tmp_path)
+    assert "C-FIND, 300 instances indexed" in stdout and "archive/dcmqrscp" in stdout
+    assert "C-STORE ingest, 100 instances" in stdout
+    rows = {(r["case"], r["client"]): r for r in result["rows"]}
+    assert {case for case, _ in rows} == {"image-in-study", "image-all", "study-wildcard"}
+    dcmqrscp = CI or "dcmqrscp_per_s" in result["ingest"]  # (DCMTK is required under CI)
+    servers = {"archive", "dcmqrscp"} if dcmqrscp else {"archive"}
+    for (case, client), row in rows.items():
+        counts = row["counts"]
+        assert set(counts) == servers, (case, client, counts)
+        # Both servers gave the same responses, and each query matched something.
+        assert len(set(counts.values())) == 1 and counts["archive"] > 0, (case, client, counts)
+    assert rows[("image-all", "aiodimse")]["counts"]["archive"] == 300
+    assert result["sizes"]["300"]["archive_counts"]["IMAGE"] == 300
+    assert result["ingest"]["instances"] == 100 and result["ingest"]["archive_per_s"] > 0
+
+
+@pytest.mark.parametrize("service", ["get", "move"])
+def test_retrieve_cpu_runs_small(service: str) -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "retrieve_cpu.py"), service, "--instances", "5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert out.returncode == 0, f"retrieve_cpu: {out.stdout}\n{out.stderr}"
+    assert f"{service}: 5 instances, " in out.stdout, out.stdout
