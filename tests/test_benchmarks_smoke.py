@@ -44,7 +44,9 @@ def run_quick(name: str, results: Path) -> tuple[str, dict[str, Any]]:
 
 
 #: Scripts this module runs some other way than ``run_quick``'s ``--quick``.
-OTHER_RUNS = {"bench_jobs", "fuzz_network", "flood_qrscp", "find_50k", "retrieve_cpu"}
+OTHER_RUNS = {
+    "bench_jobs", "fuzz_network", "flood_qrscp", "find_50k", "retrieve_cpu", "archive_cpu",
+}  # fmt: skip
 
 
 def test_every_script_is_run_here() -> None:
@@ -333,3 +335,17 @@ def test_retrieve_cpu_runs_small(service: str) -> None:
     )
     assert out.returncode == 0, f"retrieve_cpu: {out.stdout}\n{out.stderr}"
     assert f"{service}: 5 instances, " in out.stdout, out.stdout
+
+
+def test_archive_cpu_runs_small() -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "archive_cpu.py"), "--instances", "6", "--size", "8"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert out.returncode == 0, f"archive_cpu: {out.stdout}\n{out.stderr}"
+    # Every instance was ingested, and every stored one is in the index.
+    assert "ingest: 6 instances, " in out.stdout and "store: 6 instances, " in out.stdout

@@ -49,8 +49,10 @@ def read_header(
     *,
     max_inflated: int = MAX_INFLATED_HEADER,
 ) -> tuple[Dataset, str]:
-    """Elements ``tags`` (and Specific Character Set) of a Part 10 file's data set, all in
-    groups up to 0020 (the pixel data is never read), and the file's transfer syntax.
+    """A Part 10 file's header, groups up to 0020 (the pixel data is never read), and its
+    transfer syntax. The header holds at least the elements ``tags`` (all in groups up to
+    0020) and Specific Character Set: the walk keeps only those, pydicom's reading (when
+    the walk hands over, and for Deflated) all of it.
 
     InvalidDicomError if it is not a Part 10 file. A Deflated data set is inflated only as
     far as its header, at most ``max_inflated`` bytes (ValueError past it): pydicom would
