@@ -184,7 +184,7 @@ def _after_sequence(data: bytes, pos: int, implicit: bool, layout: _Layout) -> i
             group, element, raw_vr, length = layout.explicit(data, pos)
             pos += 8
             if group == 0xFFFE:
-                length = layout.implicit(data, pos - 8)[2]  # no VR in an item tag
+                pass  # (an item tag has no VR, and only its delimiter may end an item)
             elif raw_vr in LONG_VRS:
                 if pos + 4 > end:
                     return None
