@@ -212,14 +212,21 @@ def test_what_was_read_ending_before_group_0021_is_not_a_header() -> None:
 def test_un_of_undefined_length_is_pydicoms_to_judge() -> None:
     """PS3.5 6.2.2: the items of a UN of undefined length are implicit VR. Read as explicit
     VR, these bytes would pass as (0008,0100) SH "AB"; the walk hands them over instead."""
+    item_start = b"\xfe\xff\x00\xe0\xff\xff\xff\xff"  # (undefined length)
+    item_end = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
+    sequence_end = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
     inside = b"\x08\x00\x00\x01SH\x02\x00AB"
-    items = b"\xfe\xff\x00\xe0\xff\xff\xff\xff" + inside + b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
-    un = b"\x19\x00\x01\x10UN\x00\x00\xff\xff\xff\xff" + items + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
-    data = _elements(1) + un + b"\x20\x00\x0d\x00UI\x04\x001.2\x00"
-    assert header._walk_header(data, True, False, True, {0x0020000D}) is None
-    as_sequence = data.replace(b"UN\x00\x00\xff", b"SQ\x00\x00\xff")
-    found = header._walk_header(as_sequence, True, False, True, {0x0020000D})
-    assert found is not None and [int(t) for t in found] == [0x0020000D]
+    un = b"\x19\x00\x01\x10UN\x00\x00\xff\xff\xff\xff" + item_start + inside + item_end
+    un += sequence_end
+    study = b"\x20\x00\x0d\x00UI\x04\x001.2\x00"
+    # At the top level, and inside an item of a sequence of undefined length.
+    nested = b"\x08\x00\x10\x11SQ\x00\x00\xff\xff\xff\xff" + item_start + un + item_end
+    nested += sequence_end
+    for data in (_elements(1) + un + study, nested + _elements(1) + study):
+        assert header._walk_header(data, True, False, True, {0x0020000D}) is None
+        as_sequence = data.replace(b"UN\x00\x00\xff", b"SQ\x00\x00\xff")
+        found = header._walk_header(as_sequence, True, False, True, {0x0020000D})
+        assert found is not None and [int(t) for t in found] == [0x0020000D]
 
 
 def test_what_the_walk_cannot_be_sure_of_is_pydicoms() -> None:

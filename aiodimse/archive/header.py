@@ -177,6 +177,7 @@ def _after_sequence(data: bytes, pos: int, implicit: bool, layout: _Layout) -> i
             else:
                 pos += length
             continue
+        raw_vr = None
         if implicit:
             group, element, length = layout.implicit(data, pos)
             pos += 8
@@ -197,6 +198,8 @@ def _after_sequence(data: bytes, pos: int, implicit: bool, layout: _Layout) -> i
                 return None
             stack.pop()
         elif length == _UNDEFINED:
+            if raw_vr == b"UN":
+                return None  # (its items are implicit VR: see _walk_header)
             stack.append("S")
         else:
             pos += length
