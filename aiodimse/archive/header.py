@@ -18,10 +18,12 @@ from io import BytesIO
 from typing import Final
 
 from pydicom import Dataset
+from pydicom.charset import convert_encodings
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag
+from pydicom.values import convert_string
 
 from .. import uids
 from ..config import MAX_INFLATED_HEADER
@@ -75,12 +77,25 @@ def read_header(
             fp.seek(start)
             head = fp.read(HEADER_BYTES)
     elements = _walk_header(head, start + len(head) >= info.file_size, implicit, little, wanted)
-    if elements is not None:
+    if elements is not None and _charset_readable(elements, little):
         return Dataset(elements), info.transfer_syntax_uid
     with open(path, "rb") as fp:  # pydicom reads it (and says what is wrong with it)
         fp.seek(start)
         ds = read_dataset(fp, implicit, little, stop_when=_after_group_0020)
     return ds, info.transfer_syntax_uid
+
+
+def _charset_readable(elements: dict[BaseTag, DataElement | RawDataElement], little: bool) -> bool:
+    """Whether pydicom's reader would take the Specific Character Set found: it converts
+    the value as it reads, and refuses the data set when it cannot (a null in it...)."""
+    element = elements.get(BaseTag(_SPECIFIC_CHARACTER_SET))
+    if element is None:
+        return True
+    try:
+        convert_encodings(convert_string(element.value or b"", little))
+    except Exception:
+        return False  # pydicom's reader says what is wrong with it
+    return True
 
 
 def _after_group_0020(tag: BaseTag, vr: str | None, length: int) -> bool:
