@@ -241,14 +241,20 @@ def test_what_the_walk_cannot_be_sure_of_is_pydicoms() -> None:
 
 def test_a_specific_character_set_pydicom_refuses_is_pydicoms_to_judge(tmp_path: Path) -> None:
     """pydicom's reader converts (0008,0005) as it reads and refuses a value it cannot
-    take (here one that starts with a null, which the index's own reading would strip):
-    the walk gives the same answer, not a record."""
+    take (one that starts with a null, which the index's own reading would strip; one
+    of another VR): the walk gives the same answer, not a record."""
     ds = make_ct_instance(seed="charset", rows=4, cols=4)
     ds.SpecificCharacterSet = "ISO_IR 100"
     path = tmp_path / "charset.dcm"
     ds.save_as(path, enforce_file_format=True)
     raw = path.read_bytes()
     assert isinstance(_record(path), Record)
-    path.write_bytes(raw.replace(b"ISO_IR 100", b"\x00SO_IR 100", 1))
-    expected = _pydicom_record(path)
-    assert _record(path) == expected and not isinstance(expected, Record)
+    at = raw.index(b"\x08\x00\x05\x00CS")
+    damaged = (
+        raw.replace(b"ISO_IR 100", b"\x00SO_IR 100", 1),
+        raw[: at + 4] + b"SS" + raw[at + 6 :],  # (another VR)
+    )
+    for data in damaged:
+        path.write_bytes(data)
+        expected = _pydicom_record(path)
+        assert _record(path) == expected and not isinstance(expected, Record)

@@ -87,10 +87,13 @@ def read_header(
 
 def _charset_readable(elements: dict[BaseTag, DataElement | RawDataElement], little: bool) -> bool:
     """Whether pydicom's reader would take the Specific Character Set found: it converts
-    the value as it reads, and refuses the data set when it cannot (a null in it...)."""
+    the value as it reads, and refuses the data set when it cannot (a null in it, another
+    VR than CS...)."""
     element = elements.get(BaseTag(_SPECIFIC_CHARACTER_SET))
     if element is None:
         return True
+    if element.VR not in (None, "CS"):
+        return False  # (pydicom would convert it as that VR: numbers, not names)
     try:
         convert_encodings(convert_string(element.value or b"", little))
     except Exception:
