@@ -27,26 +27,30 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 pytestmark = pytest.mark.slow
 
 
-def run_quick(name: str, results: Path) -> tuple[str, dict[str, Any]]:
-    """Run ``benchmarks/<name>.py --quick``; return its stdout and its JSON result."""
+def run_script(name: str, *args: str, timeout: float = 120.0) -> str:
+    """Run ``benchmarks/<name>.py`` with ``args``; it must exit 0. Returns its stdout."""
     out = subprocess.run(
-        [sys.executable, str(BENCHMARKS / f"{name}.py"), "--quick", "--results-dir", str(results)],
+        [sys.executable, str(BENCHMARKS / f"{name}.py"), *args],
         capture_output=True,
         text=True,
-        timeout=50,
+        timeout=timeout,
         stdin=subprocess.DEVNULL,
         check=False,
     )
     assert out.returncode == 0, f"{name} exited with {out.returncode}:\n{out.stdout}\n{out.stderr}"
+    return out.stdout
+
+
+def run_quick(name: str, results: Path, timeout: float = 50.0) -> tuple[str, dict[str, Any]]:
+    """Run ``benchmarks/<name>.py --quick``; return its stdout and its JSON result."""
+    stdout = run_script(name, "--quick", "--results-dir", str(results), timeout=timeout)
     latest = results / f"{name}-quick-latest.json"
     assert latest.is_file(), f"{name} wrote no result into {results}: {sorted(results.iterdir())}"
-    return out.stdout, json.loads(latest.read_text())
+    return stdout, json.loads(latest.read_text())
 
 
-#: Scripts this module runs some other way than ``run_quick``'s ``--quick``.
-OTHER_RUNS = {
-    "bench_jobs", "fuzz_network", "flood_qrscp", "find_50k", "retrieve_cpu", "archive_cpu",
-}  # fmt: skip
+#: Scripts this module runs by a name that is not written out in a call (parametrized).
+OTHER_RUNS = {"fuzz_network", "flood_qrscp", "find_50k"}
 
 
 def test_every_script_is_run_here() -> None:
@@ -54,8 +58,8 @@ def test_every_script_is_run_here() -> None:
     here = Path(__file__).read_text(encoding="utf-8")
     scripts = sorted(p.stem for p in BENCHMARKS.glob("*.py") if not p.stem.startswith("_"))
     assert len(scripts) > 10
-    quick = {s for s in scripts if f'run_quick("{s}"' in here}
-    assert set(scripts) - quick - OTHER_RUNS == set()
+    called = {s for s in scripts if f'run_quick("{s}"' in here or f'run_script("{s}"' in here}
+    assert set(scripts) - called - OTHER_RUNS == set()
     assert set(scripts) >= OTHER_RUNS
 
 
@@ -199,28 +203,11 @@ def test_bench_workers_quick(tmp_path: Path) -> None:
 
 
 def test_bench_jobs_quick(tmp_path: Path) -> None:
-    # Its own subprocess call: it starts four servers and a dozen job processes (> 50 s
-    # on a busy machine).
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(BENCHMARKS / "bench_jobs.py"),
-            "--quick",
-            "--results-dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=150,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    assert out.returncode == 0, (
-        f"bench_jobs exited with {out.returncode}:\n{out.stdout}\n{out.stderr}"
-    )
-    assert "Bulk retrieval" in out.stdout and "vs movescu" in out.stdout
-    assert "TCP_NODELAY" in out.stdout and "peak RSS MiB" in out.stdout
-    result = json.loads((tmp_path / "bench_jobs-quick-latest.json").read_text())
+    # A longer timeout: it starts four servers and a dozen job processes (> 50 s on a busy
+    # machine).
+    stdout, result = run_quick("bench_jobs", tmp_path, timeout=150)
+    assert "Bulk retrieval" in stdout and "vs movescu" in stdout
+    assert "TCP_NODELAY" in stdout and "peak RSS MiB" in stdout
     n = result["studies"]
     expected = n * result["instances"]
     keys = {(r["source"], r["key"]) for r in result["rows"]}
@@ -272,16 +259,8 @@ def test_bench_startup_quick(tmp_path: Path) -> None:
     ],
 )
 def test_robustness_runs_small(name: str, args: list[str], says: str) -> None:
-    out = subprocess.run(
-        [sys.executable, str(BENCHMARKS / f"{name}.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    assert out.returncode == 0, f"{name}: {out.stdout}\n{out.stderr}"
-    assert says in out.stdout, out.stdout
+    stdout = run_script(name, *args)
+    assert says in stdout, stdout
 
 
 def test_bench_cli_quick(tmp_path: Path) -> None:
@@ -326,27 +305,11 @@ def test_bench_find_quick(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("service", ["get", "move"])
 def test_retrieve_cpu_runs_small(service: str) -> None:
-    out = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "retrieve_cpu.py"), service, "--instances", "5"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    assert out.returncode == 0, f"retrieve_cpu: {out.stdout}\n{out.stderr}"
-    assert f"{service}: 5 instances, " in out.stdout, out.stdout
+    stdout = run_script("retrieve_cpu", service, "--instances", "5")
+    assert f"{service}: 5 instances, " in stdout, stdout
 
 
 def test_archive_cpu_runs_small() -> None:
-    out = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "archive_cpu.py"), "--instances", "6", "--size", "8"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    assert out.returncode == 0, f"archive_cpu: {out.stdout}\n{out.stderr}"
+    stdout = run_script("archive_cpu", "--instances", "6", "--size", "8")
     # Every instance was ingested, and every stored one is in the index.
-    assert "ingest: 6 instances, " in out.stdout and "store: 6 instances, " in out.stdout
+    assert "ingest: 6 instances, " in stdout and "store: 6 instances, " in stdout
