@@ -9,11 +9,20 @@ from __future__ import annotations
 import io
 import mmap
 import os
-import struct
 import zlib
 from typing import BinaryIO
 
-from .dicomfile import LONG_VRS, NotDicomError, Part10Info, PathLike
+from .dicomfile import (
+    ITEM_END_TAG,
+    ITEM_TAG,
+    LONG_VRS,
+    SEQUENCE_END_TAG,
+    UNDEFINED_LENGTH,
+    ElementHeaders,
+    NotDicomError,
+    Part10Info,
+    PathLike,
+)
 from .uids import transfer_syntax
 
 __all__ = ["TruncatedDatasetError", "check_complete"]
@@ -23,12 +32,8 @@ class TruncatedDatasetError(NotDicomError):
     """A Part 10 file whose data set ends before its last element does (a cut-short copy)."""
 
 
-_ITEM = 0xFFFEE000
-_ITEM_END = 0xFFFEE00D
-_SEQUENCE_END = 0xFFFEE0DD
-_UNDEFINED = 0xFFFFFFFF
 #: The element numbers of group FFFE: item, item delimiter, sequence delimiter.
-_DELIMITERS = frozenset(tag & 0xFFFF for tag in (_ITEM, _ITEM_END, _SEQUENCE_END))
+_DELIMITERS = frozenset(tag & 0xFFFF for tag in (ITEM_TAG, ITEM_END_TAG, SEQUENCE_END_TAG))
 
 
 def check_complete(path: PathLike, info: Part10Info) -> None:
@@ -79,9 +84,8 @@ def _walk(
 ) -> None:
     """Element headers in order from ``pos``; values skipped. Sequences and encapsulated
     pixel data of undefined length are followed item by item (a stack of what is open)."""
-    header = struct.Struct(order + "HH2sH").unpack_from  # tag, explicit VR, 16-bit length
-    implicit = struct.Struct(order + "HHL").unpack_from  # tag, 32-bit length; delimiters
-    long_length = struct.Struct(order + "L").unpack_from
+    headers = ElementHeaders.of(order == "<")
+    header, implicit, long_length = headers.explicit, headers.implicit, headers.long_length
     long_vrs = LONG_VRS
     # What is open: "S" a sequence (items until a sequence delimiter), "I" an item of
     # undefined length (elements until an item delimiter).
@@ -96,13 +100,13 @@ def _walk(
             group, element, length = implicit(data, pos)
             tag = (group << 16) | element
             pos += 8
-            if tag == _SEQUENCE_END:
+            if tag == SEQUENCE_END_TAG:
                 stack.pop()
-            elif tag != _ITEM:
+            elif tag != ITEM_TAG:
                 raise TruncatedDatasetError(
                     f"{name}: expected an item at byte {pos - 8}, found ({group:04X},{element:04X})"
                 )
-            elif length == _UNDEFINED:
+            elif length == UNDEFINED_LENGTH:
                 stack.append("I")
             else:
                 pos += length
@@ -124,9 +128,9 @@ def _walk(
         else:
             group, element, length = implicit(data, pos)
             pos += 8
-        if group == 0xFFFE and element == _ITEM_END & 0xFFFF and stack:
+        if group == 0xFFFE and element == ITEM_END_TAG & 0xFFFF and stack:
             stack.pop()  # the end of an item of undefined length
-        elif length == _UNDEFINED:
+        elif length == UNDEFINED_LENGTH:
             stack.append("S")  # a sequence, or encapsulated pixel data: items follow
         else:
             pos += length

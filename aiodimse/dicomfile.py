@@ -33,8 +33,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DICM_PREFIX",
+    "ITEM_END_TAG",
+    "ITEM_TAG",
     "LONG_VRS",
     "PREAMBLE_LENGTH",
+    "SEQUENCE_END_TAG",
+    "UNDEFINED_LENGTH",
+    "ElementHeaders",
     "InvalidDatasetError",
     "MetaElement",
     "NotDicomError",
@@ -87,6 +92,35 @@ _UINT32: Final = struct.Struct("<I")
 LONG_VRS: Final = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
+
+
+#: PS3.5 7.5: the tags of group FFFE (item, item delimitation, sequence delimitation), and
+#: the length that means "undefined: delimited".
+ITEM_TAG: Final = 0xFFFEE000
+ITEM_END_TAG: Final = 0xFFFEE00D
+SEQUENCE_END_TAG: Final = 0xFFFEE0DD
+UNDEFINED_LENGTH: Final = 0xFFFFFFFF
+
+
+class ElementHeaders:
+    """Unpackers of data element headers in one byte order (PS3.5 7.1.2): ``explicit``
+    (tag, VR, 16-bit length), ``implicit`` (tag, 32-bit length; also items and
+    delimiters) and ``long_length`` (the 32-bit length after a long explicit VR)."""
+
+    __slots__ = ("explicit", "implicit", "long_length")
+
+    def __init__(self, order: str) -> None:
+        self.explicit = struct.Struct(order + "HH2sH").unpack_from
+        self.implicit = struct.Struct(order + "HHL").unpack_from
+        self.long_length = struct.Struct(order + "L").unpack_from
+
+    @staticmethod
+    def of(little_endian: bool) -> ElementHeaders:
+        return LITTLE_ENDIAN_HEADERS if little_endian else BIG_ENDIAN_HEADERS
+
+
+LITTLE_ENDIAN_HEADERS: Final = ElementHeaders("<")
+BIG_ENDIAN_HEADERS: Final = ElementHeaders(">")
 
 
 class NotDicomError(AiodimseError):

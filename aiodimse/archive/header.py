@@ -11,7 +11,6 @@ anything that does not parse.
 from __future__ import annotations
 
 import os
-import struct
 import zlib
 from collections.abc import Collection
 from io import BytesIO
@@ -27,17 +26,23 @@ from pydicom.values import convert_string
 
 from .. import uids
 from ..config import MAX_INFLATED_HEADER
-from ..dicomfile import LONG_VRS, NotDicomError, Part10Info, read_part10
+from ..dicomfile import (
+    ITEM_END_TAG,
+    ITEM_TAG,
+    LONG_VRS,
+    SEQUENCE_END_TAG,
+    UNDEFINED_LENGTH,
+    ElementHeaders,
+    NotDicomError,
+    Part10Info,
+    read_part10,
+)
 
 __all__ = ["HEADER_BYTES", "read_header"]
 
 #: How much of a data set the walk reads: a usual header is a few KiB.
 HEADER_BYTES: Final = 64 * 1024
 _SPECIFIC_CHARACTER_SET: Final = 0x00080005
-_ITEM: Final = 0xE000
-_ITEM_END: Final = 0xE00D
-_SEQUENCE_END: Final = 0xE0DD
-_UNDEFINED: Final = 0xFFFFFFFF
 #: PS3.5 6.2: the VRs with a 16-bit length (the others are dicomfile.LONG_VRS).
 _SHORT_VRS: Final = frozenset(
     {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT"}
@@ -105,27 +110,13 @@ def _after_group_0020(tag: BaseTag, vr: str | None, length: int) -> bool:
     return bool(tag.group > 0x0020)
 
 
-class _Layout:
-    """Element headers in one byte order (PS3.5 7.1.2): explicit VR with a 16-bit length,
-    implicit VR (and items, delimiters), and the 32-bit length after a long explicit VR."""
-
-    def __init__(self, order: str) -> None:
-        self.explicit = struct.Struct(order + "HH2sH").unpack_from
-        self.implicit = struct.Struct(order + "HHL").unpack_from
-        self.long_length = struct.Struct(order + "L").unpack_from
-
-
-_LITTLE: Final = _Layout("<")
-_BIG: Final = _Layout(">")
-
-
 def _walk_header(
     data: bytes, whole: bool, implicit: bool, little: bool, wanted: Collection[int]
 ) -> dict[BaseTag, DataElement | RawDataElement] | None:
     """The ``wanted`` top-level elements before group 0021, raw; None when the walk cannot
     tell (``data`` ends first and is not ``whole``, a value runs past it, an element of
     undefined length is not a sequence, a VR it does not know)."""
-    layout = _LITTLE if little else _BIG
+    layout = ElementHeaders.of(little)
     elements: dict[BaseTag, DataElement | RawDataElement] = {}
     pos, end = 0, len(data)
     while pos + 8 <= end:
@@ -145,7 +136,7 @@ def _walk_header(
                 return None  # not a VR this walk knows: pydicom will judge
         if group > 0x0020:
             return elements  # (an item tag, FFFE, ends it too: as in pydicom's reading)
-        if length == _UNDEFINED:
+        if length == UNDEFINED_LENGTH:
             if vr not in (None, b"SQ"):
                 return None  # (UN of undefined length holds implicit VR items)
             after = _after_sequence(data, start, implicit, layout)
@@ -170,7 +161,7 @@ def _walk_header(
     return elements if whole and pos == end else None
 
 
-def _after_sequence(data: bytes, pos: int, implicit: bool, layout: _Layout) -> int | None:
+def _after_sequence(data: bytes, pos: int, implicit: bool, layout: ElementHeaders) -> int | None:
     """Where a sequence of undefined length whose first item starts at ``pos`` ends: after
     its Sequence Delimitation Item. None if ``data`` ends first or its items do not parse.
     Nested sequences and items of undefined length are followed (a stack)."""
@@ -184,13 +175,12 @@ def _after_sequence(data: bytes, pos: int, implicit: bool, layout: _Layout) -> i
         if stack[-1] == "S":
             group, element, length = layout.implicit(data, pos)
             pos += 8
-            if group != 0xFFFE:
-                return None
-            if element == _SEQUENCE_END:
+            tag = (group << 16) | element
+            if tag == SEQUENCE_END_TAG:
                 stack.pop()
-            elif element != _ITEM:
+            elif tag != ITEM_TAG:
                 return None
-            elif length == _UNDEFINED:
+            elif length == UNDEFINED_LENGTH:
                 stack.append("I")
             else:
                 pos += length
@@ -212,10 +202,10 @@ def _after_sequence(data: bytes, pos: int, implicit: bool, layout: _Layout) -> i
             elif raw_vr not in _SHORT_VRS:
                 return None
         if group == 0xFFFE:
-            if element != _ITEM_END:
+            if (group << 16) | element != ITEM_END_TAG:
                 return None
             stack.pop()
-        elif length == _UNDEFINED:
+        elif length == UNDEFINED_LENGTH:
             if raw_vr == b"UN":
                 return None  # (its items are implicit VR: see _walk_header)
             stack.append("S")
